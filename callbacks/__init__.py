@@ -1,0 +1,1 @@
+"""Lightning callbacks, each doing one thing through documented hooks."""

@@ -1,0 +1,17 @@
+"""Embed the run's resolved config in every checkpoint, so a checkpoint alone can rebuild its net."""
+
+import lightning as L
+
+CHECKPOINT_KEY = "hylab"
+
+
+class EmbedRunConfig(L.Callback):
+    """Adds {"config": <resolved config as plain dicts>, "run_dir": ...} under checkpoint["hylab"].
+    Plain containers only, so the checkpoint still loads with torch.load(weights_only=True)."""
+
+    def __init__(self, config: dict, run_dir: str):
+        self.config = config
+        self.run_dir = run_dir
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"config": self.config, "run_dir": self.run_dir}

@@ -1,0 +1,1 @@
+"""One LightningDataModule per data family, plus the readers and simulators behind them."""

@@ -1,0 +1,168 @@
+"""Image classification data: deterministic train/val/test splits held as uint8 tensors in memory,
+normalization and augmentation applied per batch on the device."""
+
+from collections.abc import Mapping
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules import augment
+from datamodules.image_sources import ImageArrays, check_available, load_source
+from hylab.errors import UserError
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out): round(fraction * n_k) of each class k held out, chosen by `seed`."""
+    rng = np.random.default_rng(seed)
+    held_out = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        held_out.append(members[: int(round(fraction * len(members)))])
+    held = np.sort(np.concatenate(held_out))
+    kept = np.setdiff1d(np.arange(len(labels)), held)
+    return kept, held
+
+
+class ArrayDataset(Dataset):
+    """(image, label) pairs from in-memory tensors; `__getitems__` serves a whole batch at once."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]):
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+
+def batch_as_is(batch):
+    """collate_fn for ArrayDataset, whose __getitems__ already returns a stacked batch."""
+    return batch
+
+
+class ImageClassificationDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        source: str = "digits",
+        data_dir: str = "data",
+        download: bool = False,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        image_size: int = 8,
+        test_fraction: float | None = 0.2,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        train_subset: int | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        augment: Mapping | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        check_available(source, data_dir, download)
+        self.save_hyperparameters(logger=False, ignore=["augment"])  # plain values only in checkpoints
+        self.augment_cfg = dict(augment or {})
+        unknown = set(self.augment_cfg) - {"crop_padding", "hflip", "cutout_size"}
+        if unknown:
+            raise UserError(f"data.augment has unknown keys {sorted(unknown)}; allowed: crop_padding, hflip, cutout_size")
+        self.class_names: list[str] = []
+        self.mean = self.std = None
+        self.train_set = self.val_set = self.test_set = None
+
+    def prepare_data(self) -> None:
+        if self.hparams.download:
+            load_source(self.hparams.source, self.hparams.data_dir, download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        arrays = load_source(hp.source, hp.data_dir, download=False)
+        self._check_shape(arrays)
+        train_x, train_y, test_x, test_y = self._splits(arrays)
+        keep, val = stratified_split(train_y, hp.val_fraction, hp.split_seed + 1)
+        if hp.train_subset:
+            keep = np.sort(np.random.default_rng(hp.split_seed + 2).permutation(keep)[: hp.train_subset])
+        self.class_names = arrays.class_names
+        scaled = train_x[keep].astype(np.float32) / 255.0
+        self.mean = torch.tensor(scaled.mean(axis=(0, 1, 2)), dtype=torch.float32)
+        self.std = torch.tensor(scaled.std(axis=(0, 1, 2)), dtype=torch.float32).clamp_min(1e-3)
+        self.train_set = self._dataset(train_x[keep], train_y[keep])
+        self.val_set = self._dataset(train_x[val], train_y[val])
+        self.test_set = self._dataset(test_x, test_y)
+
+    def _splits(self, arrays: ImageArrays):
+        if arrays.test_images is not None:
+            return arrays.train_images, arrays.train_labels, arrays.test_images, arrays.test_labels
+        if not self.hparams.test_fraction:
+            raise UserError(f"data={self.hparams.source} has no official test split: set data.test_fraction (e.g. 0.2)")
+        train, test = stratified_split(arrays.train_labels, self.hparams.test_fraction, self.hparams.split_seed)
+        images, labels = arrays.train_images, arrays.train_labels
+        return images[train], labels[train], images[test], labels[test]
+
+    def _check_shape(self, arrays: ImageArrays) -> None:
+        _, height, width, chans = arrays.train_images.shape
+        hp = self.hparams
+        if (height, width, chans) != (hp.image_size, hp.image_size, hp.in_chans):
+            raise UserError(
+                f"data={hp.source} holds {height}x{width}x{chans} images but the config says "
+                f"image_size={hp.image_size}, in_chans={hp.in_chans}: fix data.image_size / data.in_chans"
+            )
+        classes = int(arrays.train_labels.max()) + 1
+        if classes > hp.num_classes:
+            raise UserError(f"data={hp.source} has {classes} classes but data.num_classes={hp.num_classes}")
+
+    @staticmethod
+    def _dataset(images: np.ndarray, labels: np.ndarray) -> ArrayDataset:
+        return ArrayDataset(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))), torch.from_numpy(labels))
+
+    def _loader(self, dataset: ArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            collate_fn=batch_as_is,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def transform_batch(self, images: torch.Tensor, labels: torch.Tensor, train: bool):
+        """uint8 images -> normalized float; crop/flip/cutout only when training."""
+        images = images.float().div_(255.0)
+        if train:
+            images = augment.random_crop(images, self.augment_cfg.get("crop_padding", 0))
+            if self.augment_cfg.get("hflip", False):
+                images = augment.random_hflip(images)
+        mean = self.mean.to(images.device)[None, :, None, None]
+        std = self.std.to(images.device)[None, :, None, None]
+        images = (images - mean) / std
+        if train:
+            images = augment.cutout(images, self.augment_cfg.get("cutout_size", 0))
+        return images, labels
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        training = self.trainer is not None and self.trainer.training
+        return self.transform_batch(*batch, train=training)

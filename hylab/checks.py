@@ -1,0 +1,56 @@
+"""Checks that run before anything is built or trained, each failing with one clear line."""
+
+import zipfile
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from hylab.errors import UserError
+from hylab.instantiate import check_logger_packages
+from hylab.tasks import check_task
+
+EVALUATION_TASKS = ("test", "validate", "predict")
+
+
+def check_checkpoint_file(path_value: str, key: str = "ckpt_path") -> Path:
+    path = Path(path_value).expanduser()
+    if path.is_dir():
+        found = sorted(str(p) for p in path.rglob("*.ckpt"))[:10]
+        hint = f"checkpoints under it: {found}" if found else "it holds no .ckpt file"
+        raise UserError(f"{key}={path_value} is a folder, not a checkpoint file; {hint}")
+    if not path.is_file():
+        raise UserError(f"{key}={path_value} does not exist; give the path of a .ckpt file (a run's checkpoints/last.ckpt)")
+    # torch.save writes a zip archive; a truncated or foreign file has no readable central directory.
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{key}={path_value} is not a readable checkpoint (truncated, corrupt or not written by torch.save)")
+    return path
+
+
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    available = torch.cuda.device_count()
+    if available == 0:
+        raise UserError(
+            f"trainer.accelerator={accelerator} but no CUDA GPU is visible: use trainer=cpu, "
+            "or trainer=ddp_cpu for distributed training on CPU"
+        )
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, int) and devices > available:
+        raise UserError(f"trainer.devices={devices} but only {available} GPU(s) are visible: set trainer.devices<={available}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    check_task(cfg.task)
+    if cfg.get("mode") not in ("min", "max"):
+        raise UserError(f"mode={cfg.get('mode')!r} is not allowed; use mode=min or mode=max")
+    if cfg.get("ckpt_path"):
+        check_checkpoint_file(cfg.ckpt_path)
+    elif cfg.task in EVALUATION_TASKS:
+        raise UserError(f"task={cfg.task} evaluates a checkpoint: add ckpt_path=<run dir>/checkpoints/<file>.ckpt")
+    check_logger_packages(cfg.get("logger"))
+    if cfg.get("trainer"):
+        check_accelerator(cfg.trainer)

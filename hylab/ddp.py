@@ -1,0 +1,27 @@
+"""Make Lightning's DDP subprocess launch reuse this run's folder, in single runs and sweeps.
+
+Lightning re-launches the script for ranks > 0 with `sys.argv[1:]` plus
+`hydra.run.dir=<HydraConfig.run.dir>`. Two things go wrong with Hydra as it is: run.dir may
+be re-resolved in the child (a new timestamp), and in a sweep (`-m`) argv holds the whole
+sweep while the job's folder is sweep.dir/subdir, not run.dir, so each child would start the
+sweep again in a new folder. Before any Trainer exists we pin run.dir to this job's resolved
+output dir and, in a sweep, replace argv by this job's own overrides.
+"""
+
+import sys
+
+from omegaconf import open_dict, read_write
+
+
+def pin_run_dir_for_subprocesses() -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    output_dir = hydra_cfg.runtime.output_dir
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = output_dir
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]

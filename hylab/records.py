@@ -1,0 +1,51 @@
+"""metrics.json: what a run produced (final metrics, checkpoints, identity), written atomically."""
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+
+METRICS_FILE = "metrics.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf
+    return value
+
+
+def write_run_record(output_dir: Path, record: dict) -> Path:
+    path = Path(output_dir) / METRICS_FILE
+    atomic_write_text(path, json.dumps(record, indent=2, default=str, sort_keys=False) + "\n")
+    return path
+
+
+def read_run_record(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / METRICS_FILE).read_text())
+
+
+def plain_metrics(metrics: dict) -> dict[str, float]:
+    return {name: _plain(value) for name, value in sorted(metrics.items())}
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

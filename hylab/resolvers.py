@@ -1,0 +1,22 @@
+"""OmegaConf resolvers used by conf/; registered once, before Hydra composes a config."""
+
+import secrets
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_uid() -> str:
+    # Cached per config object by OmegaConf, so a run dir is named once; the random part keeps
+    # two runs started in the same second apart.
+    return secrets.token_hex(3)
+
+
+def register() -> None:
+    OmegaConf.register_new_resolver("run_uid", _run_uid, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+
+
+register()

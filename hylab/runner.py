@@ -1,0 +1,127 @@
+"""Run one composed config: check, print, seed, dispatch the task, record what came out.
+
+`run(cfg)` is the whole life of a run, callable in-process (tests, benches); `run_hydra_job`
+wraps it for run.py inside a Hydra job.
+"""
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hylab.checks import check_config
+from hylab.errors import UserError
+from hylab.records import now_iso, plain_metrics, write_run_record
+
+log = logging.getLogger("hylab")
+
+
+def route_lightning_logs_through_root() -> None:
+    """`import lightning` adds its own console handler and still propagates to the root logger,
+    which Hydra has set up (console + run log file): every line would print twice."""
+    if logging.getLogger().hasHandlers():
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            lightning_logger.removeHandler(handler)
+
+
+def is_rank_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
+    """The value a sweeper optimizes; None (with a warning) when the run did not log it."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        log.warning(f"optimized_metric={name!r} was not logged by this run; logged: {sorted(metrics)}")
+        return None
+    value = metrics[name]
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _identity(cfg: DictConfig, output_dir: Path) -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    choices, overrides = {}, []
+    if HydraConfig.initialized():
+        choices = OmegaConf.to_container(HydraConfig.get().runtime.choices)
+        overrides = list(HydraConfig.get().overrides.task)
+    return {
+        "run_id": output_dir.name,
+        "run_dir": str(output_dir),
+        "task": cfg.task,
+        "task_name": cfg.get("task_name"),
+        "experiment": choices.get("experiment"),
+        "overrides": overrides,
+        "seed": cfg.get("seed"),
+    }
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Run the task named by cfg.task and return cfg.optimized_metric's value (for sweepers)."""
+    check_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    import lightning as L
+    import torch
+
+    from hylab.printing import print_config_tree
+    from hylab.tasks import resolve_task
+
+    route_lightning_logs_through_root()
+    rank_zero = is_rank_zero()
+    record = _identity(cfg, output_dir) | {"status": "running", "started_at": now_iso()}
+    started = time.perf_counter()
+    try:
+        if rank_zero:
+            print_config_tree(cfg, save_to=output_dir)
+        if cfg.get("float32_matmul_precision") and torch.cuda.is_available():
+            torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed, workers=True)
+        result = resolve_task(cfg.task)(cfg)
+        metrics = plain_metrics(result.metrics)
+        value = optimized_value(cfg, metrics)
+        record |= {
+            "status": "completed",
+            "optimized_metric": {"name": cfg.get("optimized_metric"), "value": value},
+            "metrics": metrics,
+            "checkpoints": result.checkpoints,
+            **result.extra,
+        }
+        return value
+    except BaseException as err:
+        record |= {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        log.error(f"run failed ({type(err).__name__}: {err}); run dir: {output_dir}")
+        raise
+    finally:
+        record |= {"finished_at": now_iso(), "wall_time_s": round(time.perf_counter() - started, 3)}
+        if rank_zero:
+            path = write_run_record(output_dir, record)
+            log.info(f"run dir: {output_dir} (metrics: {path.name})")
+
+
+def run_hydra_job(cfg: DictConfig) -> float | None:
+    """run() inside a Hydra job: DDP-safe run dir; a UserError ends a single run with one line."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from hylab.ddp import pin_run_dir_for_subprocesses
+
+    pin_run_dir_for_subprocesses()
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        value = run(cfg)
+        if sweeping and cfg.get("optimized_metric") and value is None:
+            raise UserError(f"optimized_metric={cfg.optimized_metric!r} has no value in this run, so a sweep cannot use it")
+        return value
+    except UserError as err:
+        if sweeping:
+            raise  # the sweeper records this job as failed and goes on
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,1 @@
+"""One LightningModule per model family, plus shared optimizer/scheduler wiring (optim.py)."""

@@ -1,0 +1,1 @@
+"""Plain torch.nn models, constructible and testable without Lightning."""

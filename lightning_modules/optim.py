@@ -1,0 +1,121 @@
+"""Optimizer and learning-rate schedule wiring shared by every family.
+
+Optimizers come from config as partials (`_partial_: true`); `configure_optimizers` below turns
+one into param groups (no weight decay on norms, biases and the net's `no_weight_decay()`
+names), turns on the fused kernel when every parameter is on CUDA, and adds the schedule.
+
+Schedules are written as multipliers of the configured lr at optimizer step t, one formula each,
+with an optional linear warm-up `w(t) = min(1, (t + 1) / W)` in front. They run as one
+`LambdaLR` stepped every optimizer step, so an epoch-wise schedule (step, exponential) is
+the same curve quantized to epochs. Plateau is metric-driven and stepped per epoch instead.
+"""
+
+import inspect
+import math
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import nn
+
+from hylab.errors import UserError
+
+Schedule = Callable[[int], float]
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+
+def cosine_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
+    """min + (1 - min) * (1 + cos(pi * p)) / 2, p the fraction of post-warm-up steps done."""
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, progress))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def triangle_factor(step: int, half_cycle_steps: int, base_lr_ratio: float) -> float:
+    """base at t = 0, peak 1.0 at t = half cycle, base again at a full cycle."""
+    phase = (step / max(1, half_cycle_steps)) % 2.0
+    return base_lr_ratio + (1.0 - base_lr_ratio) * (1.0 - abs(phase - 1.0))
+
+
+def _lambda_schedule(optimizer, warmup_steps: int, main: Schedule) -> list[dict]:
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: warmup_factor(t, warmup_steps) * main(t)
+    )
+    return [{"scheduler": scheduler, "interval": "step", "frequency": 1}]
+
+
+def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0, min_lr_ratio: float = 0.0):
+    warmup = round(warmup_epochs * steps_per_epoch)
+    return _lambda_schedule(optimizer, warmup, lambda t: cosine_factor(t, total_steps, warmup, min_lr_ratio))
+
+
+def step(optimizer, total_steps: int, steps_per_epoch: int, step_epochs: int = 10, gamma: float = 0.1, warmup_epochs: float = 0):
+    period = max(1, step_epochs * steps_per_epoch)
+    warmup = round(warmup_epochs * steps_per_epoch)
+    return _lambda_schedule(optimizer, warmup, lambda t: gamma ** (t // period))
+
+
+def exponential(optimizer, total_steps: int, steps_per_epoch: int, gamma: float = 0.95, warmup_epochs: float = 0):
+    warmup = round(warmup_epochs * steps_per_epoch)
+    return _lambda_schedule(optimizer, warmup, lambda t: gamma ** (t // max(1, steps_per_epoch)))
+
+
+def cyclic(optimizer, total_steps: int, steps_per_epoch: int, base_lr_ratio: float = 0.1, half_cycle_epochs: float = 2, warmup_epochs: float = 0):
+    half = max(1, round(half_cycle_epochs * steps_per_epoch))
+    warmup = round(warmup_epochs * steps_per_epoch)
+    return _lambda_schedule(optimizer, warmup, lambda t: triangle_factor(t, half, base_lr_ratio))
+
+
+def plateau(optimizer, total_steps: int, steps_per_epoch: int, monitor: str, mode: str = "max", factor: float = 0.5, patience: int = 3, warmup_epochs: float = 0):
+    schedulers = []
+    warmup = round(warmup_epochs * steps_per_epoch)
+    if warmup > 0:
+        # LinearLR is chainable: it scales the lr during warm-up and leaves it alone afterwards,
+        # so it composes with the plateau reductions instead of overwriting them.
+        linear = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0 / warmup, 1.0, total_iters=warmup - 1)
+        schedulers.append({"scheduler": linear, "interval": "step", "frequency": 1})
+    reduce = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=factor, patience=patience)
+    schedulers.append({"scheduler": reduce, "interval": "epoch", "frequency": 1, "monitor": monitor})
+    return schedulers
+
+
+def make_optimizer(factory: partial, module: nn.Module) -> torch.optim.Optimizer:
+    """Build the optimizer from its partial with weight-decay param groups (and fused on CUDA)."""
+    from timm.optim import param_groups_weight_decay
+
+    skip = set()
+    for prefix, child in module.named_modules():
+        if hasattr(child, "no_weight_decay") and child is not module:
+            skip |= {f"{prefix}.{name}" for name in child.no_weight_decay()}
+    weight_decay = factory.keywords.get("weight_decay", 0.0)
+    groups = param_groups_weight_decay(module, weight_decay, no_weight_decay_list=skip)
+    groups = [group for group in groups if group["params"]]
+    extra = {}
+    params = [p for group in groups for p in group["params"]]
+    accepts_fused = "fused" in inspect.signature(factory.func).parameters
+    if accepts_fused and "fused" not in factory.keywords and params and all(p.is_cuda for p in params):
+        extra["fused"] = True
+    return factory(groups, **extra)
+
+
+def configure_optimizers(module, optimizer_factory: partial, scheduler_factory: partial | None):
+    """What a LightningModule's `configure_optimizers` returns, for one optimizer and its schedule."""
+    optimizer = make_optimizer(optimizer_factory, module)
+    if not scheduler_factory:
+        return optimizer
+    trainer = module.trainer
+    total_steps = trainer.estimated_stepping_batches
+    if not math.isfinite(total_steps):
+        raise UserError("an lr schedule needs a finite run: set trainer.max_epochs or trainer.max_steps")
+    total_steps = int(total_steps)
+    # estimated_stepping_batches has set up the train loader, so its length is known (per rank).
+    batches = trainer.num_training_batches
+    if math.isfinite(batches):
+        steps_per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+    else:
+        steps_per_epoch = max(1, total_steps // max(1, trainer.max_epochs or 1))
+    schedulers = scheduler_factory(optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    return [optimizer], schedulers

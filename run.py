@@ -1,0 +1,31 @@
+"""hylab's one entry point: compose a run from conf/ and launch it.
+
+    python run.py                                  # the default experiment
+    python run.py experiment=seresnet_fmnist trainer.max_epochs=5
+    python run.py -m model.optimizer.lr=1e-3,3e-3  # a sweep
+
+torch and lightning are imported only once a run starts, so `--cfg job` and `--help` stay fast.
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+import hylab.resolvers  # noqa: F401  (registers ${run_uid:} and ${project_root:} before composing)
+from hylab.cli import normalize_group_overrides
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from hylab.runner import run_hydra_job
+
+    return run_hydra_job(cfg)
+
+
+if __name__ == "__main__":
+    sys.argv = normalize_group_overrides(sys.argv, CONF_DIR)
+    main()

@@ -1,0 +1,53 @@
+"""Drive runs the way users do: Hydra compose in-process (fast), or run.py as a subprocess (the CLI)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import hylab.resolvers  # noqa: F401
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def compose_run(overrides: list[str], run_dir: Path) -> DictConfig:
+    """The config `python run.py <overrides>` would get, with its run dir at `run_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+        cfg.paths.log_dir = str(run_dir.parent / "logs")
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def run_in_process(overrides: list[str], run_dir: Path) -> tuple[float | None, dict]:
+    """Run a config in this process; returns (optimized value, metrics.json)."""
+    from hylab.runner import run
+
+    value = run(compose_run(overrides, run_dir))
+    return value, json.loads((run_dir / "metrics.json").read_text())
+
+
+def run_cli(args: list[str], log_dir: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python run.py <args>` with logs under `log_dir`."""
+    command = [sys.executable, str(ROOT / "run.py"), *args, f"paths.log_dir={log_dir}"]
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+
+
+def run_dirs(log_dir: Path) -> list[Path]:
+    """Every folder under log_dir that holds a metrics.json."""
+    return sorted(p.parent for p in Path(log_dir).rglob("metrics.json"))

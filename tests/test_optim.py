@@ -1,0 +1,93 @@
+import math
+from functools import partial
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_modules import optim
+from lightning_modules.image_classification import smoothed_cross_entropy
+
+
+def test_smoothed_cross_entropy_hard_and_soft_targets_match_formula():
+    torch.manual_seed(0)
+    logits, eps, k = torch.randn(5, 4), 0.1, 4
+    labels = torch.tensor([0, 3, 1, 2, 3])
+    log_p = logits.log_softmax(-1)
+    ce = -log_p[torch.arange(5), labels]
+    expected = ((1 - eps) * ce + eps * (-log_p).mean(-1)).mean()
+    torch.testing.assert_close(smoothed_cross_entropy(logits, labels, eps), expected)
+    soft = torch.softmax(torch.randn(5, k), -1)
+    ce_soft = -(soft * log_p).sum(-1)
+    expected_soft = ((1 - eps) * ce_soft + eps * (-log_p).mean(-1)).mean()
+    torch.testing.assert_close(smoothed_cross_entropy(logits, soft, eps), expected_soft)
+    torch.testing.assert_close(smoothed_cross_entropy(logits, F.one_hot(labels, k).float(), eps), expected)
+
+
+def test_schedule_factors():
+    assert optim.warmup_factor(0, 10) == pytest.approx(0.1)
+    assert optim.warmup_factor(9, 10) == 1.0 and optim.warmup_factor(50, 0) == 1.0
+    assert optim.cosine_factor(10, 110, 10, 0.01) == pytest.approx(1.0)
+    assert optim.cosine_factor(60, 110, 10, 0.01) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert optim.cosine_factor(110, 110, 10, 0.01) == pytest.approx(0.01)
+    assert optim.triangle_factor(0, 5, 0.1) == pytest.approx(0.1)
+    assert optim.triangle_factor(5, 5, 0.1) == pytest.approx(1.0)
+    assert optim.triangle_factor(10, 5, 0.1) == pytest.approx(0.1)
+
+
+def _lrs(schedule, steps: int, lr: float = 1.0) -> list[float]:
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([param], lr=lr)
+    (entry,) = schedule(opt)
+    seen = []
+    for _ in range(steps):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        entry["scheduler"].step()
+    return seen
+
+
+def test_lambda_schedules_follow_their_formulas():
+    cos = _lrs(partial(optim.cosine, total_steps=20, steps_per_epoch=4, warmup_epochs=1, min_lr_ratio=0.0), 20)
+    assert cos[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert cos[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 15 / 16)))
+    step = _lrs(partial(optim.step, total_steps=30, steps_per_epoch=5, step_epochs=2, gamma=0.5), 30)
+    assert step[9] == 1.0 and step[10] == 0.5 and step[20] == 0.25
+    exp = _lrs(partial(optim.exponential, total_steps=20, steps_per_epoch=5, gamma=0.9), 20)
+    assert exp[4] == 1.0 and exp[5] == pytest.approx(0.9) and exp[15] == pytest.approx(0.729)
+
+
+def test_plateau_warmup_composes_with_reductions():
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([param], lr=1.0)
+    warm, plateau = optim.plateau(opt, total_steps=100, steps_per_epoch=10, monitor="val/acc", mode="max", factor=0.5, patience=0, warmup_epochs=1)
+    assert warm["interval"] == "step" and plateau["interval"] == "epoch" and plateau["monitor"] == "val/acc"
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+    for _ in range(12):
+        opt.step()
+        warm["scheduler"].step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0)
+    plateau["scheduler"].step(0.5)
+    plateau["scheduler"].step(0.5)  # no improvement, patience 0: halve
+    warm["scheduler"].step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+
+
+def test_optimizer_param_groups_exempt_norms_biases_and_named_params():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.pos_embed = torch.nn.Parameter(torch.zeros(1, 4, 4))
+
+        def no_weight_decay(self):
+            return {"pos_embed"}
+
+    model = torch.nn.Module()
+    model.net = Net()
+    opt = optim.make_optimizer(partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05), model)
+    by_decay = {g["weight_decay"]: {id(p) for p in g["params"]} for g in opt.param_groups}
+    assert by_decay[0.05] == {id(model.net.conv.weight)}
+    assert id(model.net.pos_embed) in by_decay[0.0] and id(model.net.bn.weight) in by_decay[0.0]
+    assert not opt.defaults.get("fused")  # CPU parameters: no fused kernel requested
