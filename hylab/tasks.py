@@ -17,6 +17,7 @@ TASKS: dict[str, str] = {
     "test": "hylab.trainer_tasks:test",
     "validate": "hylab.trainer_tasks:validate",
     "predict": "hylab.trainer_tasks:predict",
+    "ris_classical": "lightning_modules.ris_baseline:classical",
 }
 
 

@@ -1,0 +1,243 @@
+"""Simulated RIS near-field scenes for training and evaluation, generated on the fly or cached
+to sharded files.
+
+On the fly, a split holds no data: scene i is simulated when asked, from (data.seed, split, i),
+so the same config always gives the same scenes whatever the batch size, shuffling or worker
+count. With `cache_dir`, each split is written once as shards of `shard_size` scenes plus a
+manifest; later runs read them, and a missing or damaged shard is an error that says what to do.
+"""
+
+import contextlib
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from datamodules.ris_physics import RISGeometry
+from datamodules.ris_scenes import SceneConfig, network_batch, scene_generator, simulate_scene, stack_scenes
+from hylab.errors import UserError
+from hylab.records import atomic_write_text
+
+MANIFEST = "manifest.json"
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Scenes are many tiny tensor ops, for which a thread pool costs more than it saves."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class SimulatedScenes(Dataset):
+    """Scene i of a split, simulated on demand; `__getitems__` returns a whole network batch."""
+
+    def __init__(self, config: SceneConfig, seed: int, split: str, size: int, snr_db: float | None = None):
+        self.config, self.seed, self.split, self.size, self.snr_db = config, seed, split, size, snr_db
+
+    def __len__(self) -> int:
+        return self.size
+
+    def scene(self, index: int) -> dict:
+        return simulate_scene(self.config, scene_generator(self.seed, self.split, index), snr_db=self.snr_db)
+
+    def scenes(self, indices) -> dict:
+        with torch_threads(1):
+            return stack_scenes([self.scene(int(i)) for i in indices])
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices) -> dict:
+        return network_batch(self.scenes(indices), self.config.geometry)
+
+    def identity(self) -> dict:
+        return {"config": self.config.as_dict(), "seed": self.seed, "split": self.split, "size": self.size, "snr_db": self.snr_db}
+
+
+def write_shards(source: SimulatedScenes, folder: Path, shard_size: int) -> None:
+    """Simulate a split into folder/shard_XXXXX.pt files; the manifest is written last, so a
+    half-written cache has none and is rebuilt next time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for number, start in enumerate(range(0, len(source), shard_size)):
+        path = folder / f"shard_{number:05d}.pt"
+        scenes = source.scenes(range(start, min(start + shard_size, len(source))))
+        torch.save(scenes, path)
+        shards.append({"file": path.name, "count": len(scenes["k"]), "bytes": path.stat().st_size})
+    atomic_write_text(folder / MANIFEST, json.dumps({**source.identity(), "shards": shards}, indent=1))
+
+
+class ShardedScenes(Dataset):
+    """A split read from shards written by `write_shards`; keeps the last two shards in memory
+    (with `ShardBlockSampler` each shard is read once per epoch)."""
+
+    def __init__(self, folder: Path, expected: dict, geometry: RISGeometry):
+        self.folder, self.geometry = Path(folder), geometry
+        manifest = json.loads((self.folder / MANIFEST).read_text())
+        identity = {key: manifest.get(key) for key in expected}
+        if json.loads(json.dumps(expected)) != identity:
+            raise UserError(f"the scene cache {self.folder} was built for another simulator config or seed: "
+                            "point data.cache_dir elsewhere or delete that folder to rebuild it")
+        self.shards = manifest["shards"]
+        self.shard_size = self.shards[0]["count"]
+        self.size = sum(shard["count"] for shard in self.shards)
+        self.loaded: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def shard(self, number: int) -> dict:
+        if number not in self.loaded:
+            entry = self.shards[number]
+            path = self.folder / entry["file"]
+            fix = f"delete {self.folder} to rebuild the cache, or set data.cache_dir=null to simulate on the fly"
+            if not path.is_file():
+                raise UserError(f"scene shard {path} is missing: {fix}")
+            if path.stat().st_size != entry["bytes"]:
+                raise UserError(f"scene shard {path} is truncated or was overwritten ({path.stat().st_size} bytes, "
+                                f"the manifest says {entry['bytes']}): {fix}")
+            try:
+                scenes = torch.load(path, weights_only=True)
+            except Exception as err:
+                raise UserError(f"scene shard {path} cannot be read ({type(err).__name__}): {fix}") from None
+            if not isinstance(scenes, dict) or len(scenes.get("k", ())) != entry["count"]:
+                raise UserError(f"scene shard {path} does not hold the {entry['count']} scenes the manifest lists: {fix}")
+            if len(self.loaded) >= 2:
+                self.loaded.pop(next(iter(self.loaded)))
+            self.loaded[number] = scenes
+        return self.loaded[number]
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices) -> dict:
+        parts = []
+        for index in indices:
+            shard = self.shard(int(index) // self.shard_size)
+            parts.append({key: value[int(index) % self.shard_size] for key, value in shard.items()})
+        return network_batch(stack_scenes(parts), self.geometry)
+
+
+class ShardBlockSampler(Sampler):
+    """Shuffles the order of shards and the scenes inside each shard, not across shards."""
+
+    def __init__(self, size: int, block: int, seed: int):
+        self.size, self.block, self.seed, self.epoch = size, block, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        blocks = torch.randperm((self.size + self.block - 1) // self.block, generator=generator)
+        for block in blocks.tolist():
+            start = block * self.block
+            stop = min(start + self.block, self.size)
+            yield from (start + torch.randperm(stop - start, generator=generator)).tolist()
+
+
+def batch_as_is(batch):
+    """collate_fn for datasets whose __getitems__ already returns a stacked batch."""
+    return batch
+
+
+class RISDataModule(L.LightningDataModule):
+    """Train / val / test splits of simulated scenes. `test_snr_db` fixes the SNR of the test
+    split (for curves versus SNR); training and validation draw it from `snr_db`."""
+
+    def __init__(
+        self,
+        wavelength: float = 0.3,
+        rows: int = 12,
+        cols: int = 12,
+        bs_antennas: int = 16,
+        bs_distance: float = 8.0,
+        bs_azimuth_deg: float = 40.0,
+        snapshots: int = 16,
+        k_max: int = 5,
+        azimuth_deg: tuple[float, float] = (-60.0, 60.0),
+        elevation_deg: tuple[float, float] = (-30.0, 30.0),
+        range_m: tuple[float, float] = (0.5, 10.0),
+        snr_db: tuple[float, float] = (-5.0, 20.0),
+        min_separation_deg: float = 10.0,
+        rician_k_db: float = 0.0,
+        code_bits: int = 0,
+        seed: int = 0,
+        n_train: int = 4096,
+        n_val: int = 256,
+        n_test: int = 256,
+        test_snr_db: float | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        shard_size: int = 1024,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        geometry = RISGeometry(wavelength, rows, cols, None, bs_antennas, bs_distance, bs_azimuth_deg)
+        self.scene_config = SceneConfig(
+            geometry, snapshots, k_max, tuple(azimuth_deg), tuple(elevation_deg), tuple(range_m), tuple(snr_db),
+            min_separation_deg, rician_k_db, code_bits,
+        )
+        for key in ("n_train", "n_val", "n_test", "batch_size", "shard_size"):
+            if int(self.hparams[key]) < 1:
+                raise UserError(f"data.{key}={self.hparams[key]} must be at least 1")
+        self.splits: dict[str, Dataset] = {}
+
+    def simulated(self, split: str) -> SimulatedScenes:
+        hp = self.hparams
+        size = {"train": hp.n_train, "val": hp.n_val, "test": hp.n_test}[split]
+        return SimulatedScenes(self.scene_config, hp.seed, split, size, hp.test_snr_db if split == "test" else None)
+
+    def prepare_data(self) -> None:
+        if not self.hparams.cache_dir:
+            return
+        for split in ("train", "val", "test"):
+            folder = Path(self.hparams.cache_dir) / split
+            if not (folder / MANIFEST).is_file():
+                write_shards(self.simulated(split), folder, self.hparams.shard_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        for split in ("train", "val", "test"):
+            source = self.simulated(split)
+            if self.hparams.cache_dir:
+                folder = Path(self.hparams.cache_dir) / split
+                if not (folder / MANIFEST).is_file():
+                    raise UserError(f"no scene cache at {folder} (no {MANIFEST}): run prepare_data first or set data.cache_dir=null")
+                self.splits[split] = ShardedScenes(folder, source.identity(), self.scene_config.geometry)
+            else:
+                self.splits[split] = source
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.splits[split]
+        sampler = None
+        if shuffle and isinstance(dataset, ShardedScenes):
+            sampler, shuffle = ShardBlockSampler(len(dataset), dataset.shard_size, self.hparams.seed), False
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=batch_as_is,
+                          num_workers=workers, persistent_workers=workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

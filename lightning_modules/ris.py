@@ -1,0 +1,217 @@
+"""RIS near-field localization: learn the covariance of the RIS-side signal so that MUSIC finds
+angles and ranges better than it does on the sample covariance of the same snapshots.
+
+One module serves the learned model (net given) and the classical baseline (net=null: R_blend
+is R_samp and MUSIC runs on it). Training, validation, test, predict and the benchmark all go
+through `hybrid_covariance` and `localize`. Losses are in ris_losses.py, MUSIC in ris_music.py.
+"""
+
+import dataclasses
+import inspect
+from collections.abc import Mapping
+from functools import partial
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MinMetric, SumMetric
+
+from datamodules.ris_physics import RISGeometry, as_complex, steering
+from hylab.errors import UserError
+from lightning_modules.optim import configure_optimizers
+from lightning_modules.ris_covariance import HybridCovariance, blend_spectrum, hybrid_covariance
+from lightning_modules.ris_losses import LossWeights, count_loss, covariance_losses, heatmap_loss
+from lightning_modules.ris_metrics import match_sources, truth_of
+from lightning_modules.ris_music import NearFieldMusic, SearchGrid, information_criteria
+
+K_SOURCES = ("truth", "head", "mdl", "aic")
+
+
+def with_head_lr(factory: partial, head_params: set[int], multiplier: float) -> partial:
+    """The optimizer factory, except that the parameters in `head_params` (by id) get
+    lr * multiplier. The shared `configure_optimizers` still builds the weight-decay groups,
+    the fused flag and the schedule (LambdaLR scales each group's own lr)."""
+
+    def build(groups, **kwargs):
+        base_lr = kwargs["lr"]
+        split = []
+        for group in groups:
+            heads = [p for p in group["params"] if id(p) in head_params]
+            body = [p for p in group["params"] if id(p) not in head_params]
+            split += [{**group, "params": body}] if body else []
+            split += [{**group, "params": heads, "lr": base_lr * multiplier}] if heads else []
+        return factory.func(split, **kwargs)
+
+    build.__signature__ = inspect.signature(factory.func)  # keeps make_optimizer's check for `fused`
+    return partial(build, **factory.keywords)
+
+
+class LocalizationScores(nn.Module):
+    """Sums of squared errors over matched sources and count hits, synced across processes."""
+
+    def __init__(self):
+        super().__init__()
+        for name in ("az", "el", "range", "pairs", "k_hits", "scenes"):
+            setattr(self, name, SumMetric())
+
+    def update(self, errors) -> None:
+        self.az.update(errors.azimuth_sq_deg.sum())
+        self.el.update(errors.elevation_sq_deg.sum())
+        self.range.update(errors.range_sq_m.sum())
+        self.pairs.update(float(len(errors.range_sq_m)))
+        self.k_hits.update(errors.count_correct.float().sum())
+        self.scenes.update(float(len(errors.count_correct)))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        pairs = self.pairs.compute().clamp_min(1)
+        return {
+            "rmse_deg": ((self.az.compute() + self.el.compute()) / pairs).sqrt(),
+            "rmse_az_deg": (self.az.compute() / pairs).sqrt(),
+            "rmse_el_deg": (self.el.compute() / pairs).sqrt(),
+            "rmse_m": (self.range.compute() / pairs).sqrt(),
+            "k_acc": self.k_hits.compute() / self.scenes.compute().clamp_min(1),
+        }
+
+    def reset(self) -> None:
+        for metric in self.children():
+            metric.reset()
+
+
+class RISLocalizer(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module | None = None,
+        optimizer: partial | None = None,
+        scheduler: partial | None = None,
+        geometry: Mapping | None = None,
+        k_max: int = 5,
+        snapshots: int = 16,
+        beta: float = 0.3,
+        ridge_k: float = 1.0,
+        loading: float = 1e-3,
+        head_lr_multiplier: float = 4.0,
+        loss_weights: Mapping | None = None,
+        music: Mapping | None = None,
+        k_from: str = "truth",
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        if not 0.0 <= beta <= 1.0:
+            raise UserError(f"model.beta={beta} must be in [0, 1]")
+        if k_from not in K_SOURCES or (k_from == "head" and net is None):
+            allowed = [k for k in K_SOURCES if net is not None or k != "head"]
+            raise UserError(f"model.k_from={k_from!r} is not allowed here; use one of {allowed}")
+        try:
+            self.weights = LossWeights(**(loss_weights or {}))
+        except TypeError as err:
+            raise UserError(f"model.loss_weights: {err}; allowed keys: {list(LossWeights.__dataclass_fields__)}") from None
+        if net is not None and getattr(net, "ridge_k", ridge_k) != ridge_k:
+            raise UserError(f"model.net.ridge_k={net.ridge_k} differs from model.ridge_k={ridge_k}: they must agree")
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler or None
+        self.geometry = RISGeometry(**(geometry or {}))
+        self.music = NearFieldMusic(self.geometry, SearchGrid(**{k: v for k, v in (music or {}).items() if k != "newton_steps"}),
+                                    newton_steps=(music or {}).get("newton_steps", 8))
+        self.register_buffer("element_positions", self.geometry.element_positions(torch.float32), persistent=False)
+        self.scores = nn.ModuleDict({stage: LocalizationScores() for stage in ("val", "test")})
+        self.val_rmse_best = MinMetric()
+        self.val_rmse_best.persistent(True)
+
+    # ---- the one path from a batch to covariances and estimates ----
+    def covariances(self, batch: dict) -> tuple[HybridCovariance, dict]:
+        hp = self.hparams
+        out = self.net(batch["y"], batch["H"], batch["C"]) if self.net is not None else {}
+        cov = hybrid_covariance(batch, out.get("factors"), hp.beta, hp.ridge_k, hp.loading, out.get("sample_factor"))
+        return cov, out
+
+    def source_count(self, cov: HybridCovariance, out: dict, batch: dict, source: str) -> torch.Tensor:
+        if source == "truth":
+            return batch["k"]
+        if source == "head":
+            return out["count_logits"].argmax(-1) + 1
+        eigvals = torch.linalg.eigvalsh(cov.blend.detach()).flip(-1)
+        return information_criteria(eigvals, self.hparams.snapshots, self.hparams.k_max)[source]
+
+    def localize(self, batch: dict) -> dict:
+        """Covariances, K and MUSIC estimates (B, K_MAX, 3) for one batch."""
+        cov, out = self.covariances(batch)
+        k_used = self.source_count(cov, out, batch, self.hparams.k_from)
+        k_counted = self.source_count(cov, out, batch, "head" if self.net is not None else "mdl")
+        estimates = self.music.estimate(cov.blend, k_used, self.hparams.k_max)
+        return {"covariance": cov, "net": out, "k_used": k_used, "k_counted": k_counted, "estimates": estimates}
+
+    def forward(self, batch: dict) -> dict:
+        return self.localize(batch)
+
+    # ---- losses ----
+    def losses(self, batch: dict, cov: HybridCovariance, out: dict) -> dict[str, torch.Tensor]:
+        truth = steering(self.element_positions, self.geometry.wavenumber, batch["azimuth"], batch["elevation"], batch["range"])
+        parts = covariance_losses(cov, as_complex(batch["R_true"]), truth, batch["k"])
+        if "count_logits" in out:
+            parts["count"] = count_loss(out["count_logits"], batch["k"])
+        if "heat" in out:
+            present = torch.arange(self.hparams.k_max, device=batch["k"].device)[None] < batch["k"][:, None]
+            cells, offsets = self.net.cells_of(batch["azimuth"], batch["elevation"], batch["range"])
+            parts["heatmap"] = heatmap_loss(out["heat"], out["offsets"], cells, offsets, present)
+        parts["loss"] = sum(getattr(self.weights, name) * value for name, value in parts.items())
+        return parts
+
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
+        if self.net is None:
+            raise UserError("this model has no learned part (model.net=null): use task=ris_classical, not fit")
+        cov, out = self.covariances(batch)
+        parts = self.losses(batch, cov, out)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, prog_bar=name == "loss")
+        return {"loss": parts["loss"], "covariance": cov.detached(), "count": batch["k"]}
+
+    def _evaluate(self, batch: dict, stage: str) -> dict:
+        result = self.localize(batch)
+        cov, out = result["covariance"], result["net"]
+        parts = self.losses(batch, cov, out)
+        for name, value in parts.items():
+            self.log(f"{stage}/{name}", value, on_epoch=True, sync_dist=True, prog_bar=name == "loss")
+        errors = match_sources(result["estimates"], result["k_used"], truth_of(batch), batch["k"])
+        errors = dataclasses.replace(errors, count_correct=(result["k_counted"] == batch["k"]).cpu())
+        self.scores[stage].update(errors)
+        return result
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._evaluate(batch, "test")
+
+    def _log_scores(self, stage: str) -> dict[str, torch.Tensor]:
+        values = self.scores[stage].compute()
+        self.scores[stage].reset()
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name in ("rmse_deg", "rmse_m"))
+        return values
+
+    def on_train_start(self) -> None:
+        if self.trainer.global_step == 0:  # keep the best value when resuming
+            self.val_rmse_best.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_scores("val")
+        if not self.trainer.sanity_checking:
+            self.val_rmse_best(values["rmse_deg"])
+            self.log("val/rmse_deg_best", self.val_rmse_best.compute())
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        result = self.localize(batch)
+        return {
+            "estimates": result["estimates"], "k_used": result["k_used"], "k_counted": result["k_counted"],
+            "truth": truth_of(batch), "k": batch["k"], "snr_db": batch["snr_db"],
+        }
+
+    def configure_optimizers(self):
+        if self.net is None or self.optimizer_factory is None:
+            raise UserError("this model has no learned part or no optimizer: use task=ris_classical")
+        heads = {id(p) for name, p in self.net.named_parameters() if "head" in name.split(".")[0]}
+        factory = with_head_lr(self.optimizer_factory, heads, self.hparams.head_lr_multiplier)
+        return configure_optimizers(self, factory, self.scheduler_factory)
