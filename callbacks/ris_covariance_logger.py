@@ -10,6 +10,7 @@ hylab.figures.log_figure (PNG under the run's plots/ and to every logger that ta
 import lightning as L
 import torch
 
+from datamodules.ris_physics import safe_eigh
 from lightning_modules.ris_covariance import HybridCovariance
 
 
@@ -31,7 +32,7 @@ def covariance_statistics(cov: HybridCovariance, count: torch.Tensor) -> dict[st
     eye = torch.eye(cov.blend.shape[-1], dtype=cov.blend.dtype, device=cov.blend.device)
     unloaded["blend"] = cov.blend - cov.loading * eye
     for name, matrix in unloaded.items():
-        eigvals = torch.linalg.eigvalsh(matrix).flip(-1)
+        eigvals = safe_eigh(matrix)[0].flip(-1)
         stats[f"rank_{name}"] = float(numerical_rank(eigvals).mean())
         if name == "blend":
             top = torch.arange(eigvals.shape[-1], device=eigvals.device)[None] < count[:, None]
@@ -80,8 +81,10 @@ class RISCovarianceLogger(L.Callback):
             return
         if trainer.global_step % self.every_n_steps:
             return
-        for name, value in covariance_statistics(outputs["covariance"], outputs["count"]).items():
-            pl_module.log(f"train/{name}", value, on_step=True, on_epoch=False)
+        stats = covariance_statistics(outputs["covariance"], outputs["count"])
+        # straight to the loggers: self.log would re-emit the last value at every logging step
+        for logger in trainer.loggers:
+            logger.log_metrics({f"train/{name}": value for name, value in stats.items()}, step=trainer.global_step)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if batch_idx == 0 and isinstance(outputs, dict) and "covariance" in outputs:

@@ -184,10 +184,12 @@ class RISDataModule(L.LightningDataModule):
         shard_size: int = 1024,
     ):
         super().__init__()
+        # plain tuples, so that checkpoints load with torch.load(weights_only=True)
+        azimuth_deg, elevation_deg, range_m, snr_db = (tuple(v) for v in (azimuth_deg, elevation_deg, range_m, snr_db))
         self.save_hyperparameters(logger=False)
         geometry = RISGeometry(wavelength, rows, cols, None, bs_antennas, bs_distance, bs_azimuth_deg)
         self.scene_config = SceneConfig(
-            geometry, snapshots, k_max, tuple(azimuth_deg), tuple(elevation_deg), tuple(range_m), tuple(snr_db),
+            geometry, snapshots, k_max, azimuth_deg, elevation_deg, range_m, snr_db,
             min_separation_deg, rician_k_db, code_bits,
         )
         for key in ("n_train", "n_val", "n_test", "batch_size", "shard_size"):

@@ -195,3 +195,18 @@ def source_covariance(positions, wavenumber: float, azimuth, elevation, distance
     a = steering(positions, wavenumber, azimuth, elevation, distance)  # (..., K, N)
     cov = (a.mT * powers[..., None, :].to(a.dtype)) @ a.conj()
     return trace_normalize(cov)
+
+
+def safe_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.linalg.eigh (ascending), except that a batch element holding NaN/inf gets NaN
+    eigenvalues and eigenvectors instead of stopping the run with a LAPACK error, so that a bad
+    scene surfaces as a non-finite loss (which NonFiniteGuard skips and counts)."""
+    finite = torch.isfinite(torch.view_as_real(matrix) if matrix.is_complex() else matrix)
+    finite = finite.flatten(-3 if matrix.is_complex() else -2).all(-1)
+    if bool(finite.all()):
+        return torch.linalg.eigh(matrix)
+    eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
+    eigvals, eigvecs = torch.linalg.eigh(torch.where(finite[..., None, None], matrix, eye))
+    nan = torch.tensor(float("nan"), device=matrix.device)
+    return (torch.where(finite[..., None], eigvals, nan),
+            torch.where(finite[..., None, None], eigvecs, nan.to(eigvecs.dtype)))

@@ -16,15 +16,21 @@ import torch
 from torch import nn
 from torchmetrics import MinMetric, SumMetric
 
-from datamodules.ris_physics import RISGeometry, as_complex, steering
+from datamodules.ris_physics import RISGeometry, as_complex, safe_eigh, steering
 from hylab.errors import UserError
 from lightning_modules.optim import configure_optimizers
-from lightning_modules.ris_covariance import HybridCovariance, blend_spectrum, hybrid_covariance
+from lightning_modules.ris_covariance import HybridCovariance, hybrid_covariance
 from lightning_modules.ris_losses import LossWeights, count_loss, covariance_losses, heatmap_loss
 from lightning_modules.ris_metrics import match_sources, truth_of
 from lightning_modules.ris_music import NearFieldMusic, SearchGrid, information_criteria
 
 K_SOURCES = ("truth", "head", "mdl", "aic")
+
+
+def plain_dict(node: Mapping | None) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
 
 def with_head_lr(factory: partial, head_params: set[int], multiplier: float) -> partial:
@@ -95,6 +101,8 @@ class RISLocalizer(L.LightningModule):
         k_from: str = "truth",
     ):
         super().__init__()
+        # plain containers, so that checkpoints load with torch.load(weights_only=True)
+        geometry, loss_weights, music = (plain_dict(node) for node in (geometry, loss_weights, music))
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         if not 0.0 <= beta <= 1.0:
             raise UserError(f"model.beta={beta} must be in [0, 1]")
@@ -102,16 +110,16 @@ class RISLocalizer(L.LightningModule):
             allowed = [k for k in K_SOURCES if net is not None or k != "head"]
             raise UserError(f"model.k_from={k_from!r} is not allowed here; use one of {allowed}")
         try:
-            self.weights = LossWeights(**(loss_weights or {}))
+            self.weights = LossWeights(**loss_weights)
         except TypeError as err:
             raise UserError(f"model.loss_weights: {err}; allowed keys: {list(LossWeights.__dataclass_fields__)}") from None
         if net is not None and getattr(net, "ridge_k", ridge_k) != ridge_k:
             raise UserError(f"model.net.ridge_k={net.ridge_k} differs from model.ridge_k={ridge_k}: they must agree")
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler or None
-        self.geometry = RISGeometry(**(geometry or {}))
-        self.music = NearFieldMusic(self.geometry, SearchGrid(**{k: v for k, v in (music or {}).items() if k != "newton_steps"}),
-                                    newton_steps=(music or {}).get("newton_steps", 8))
+        self.geometry = RISGeometry(**geometry)
+        grid = {key: tuple(value) if isinstance(value, list) else value for key, value in music.items() if key != "newton_steps"}
+        self.music = NearFieldMusic(self.geometry, SearchGrid(**grid), newton_steps=music.get("newton_steps", 8))
         self.register_buffer("element_positions", self.geometry.element_positions(torch.float32), persistent=False)
         self.scores = nn.ModuleDict({stage: LocalizationScores() for stage in ("val", "test")})
         self.val_rmse_best = MinMetric()
@@ -129,7 +137,7 @@ class RISLocalizer(L.LightningModule):
             return batch["k"]
         if source == "head":
             return out["count_logits"].argmax(-1) + 1
-        eigvals = torch.linalg.eigvalsh(cov.blend.detach()).flip(-1)
+        eigvals = safe_eigh(cov.blend.detach())[0].flip(-1)
         return information_criteria(eigvals, self.hparams.snapshots, self.hparams.k_max)[source]
 
     def localize(self, batch: dict) -> dict:

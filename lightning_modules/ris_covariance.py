@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 import torch
 
-from datamodules.ris_physics import as_complex, hermitian, ridge_backprojection, sample_covariance_factor, trace_normalize
+from datamodules.ris_physics import (
+    as_complex,
+    hermitian,
+    ridge_backprojection,
+    safe_eigh,
+    sample_covariance_factor,
+    trace_normalize,
+)
 
 
 @dataclass
@@ -80,7 +87,7 @@ class _TopEigenInverse(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, matrix: torch.Tensor, count: torch.Tensor, floor: float):
-        eigvals, eigvecs = torch.linalg.eigh(matrix)
+        eigvals, eigvecs = safe_eigh(matrix)
         eigvals, eigvecs = eigvals.flip(-1), eigvecs.flip(-1)
         index = torch.arange(matrix.shape[-1], device=matrix.device)
         signal = (index < count[..., None]).to(eigvals.dtype)

@@ -51,7 +51,8 @@ def match_sources(estimate: torch.Tensor, k_est: torch.Tensor, truth: torch.Tens
         d_az = np.degrees(e[:, None, 0] - t[None, :, 0])
         d_el = np.degrees(e[:, None, 1] - t[None, :, 1])
         d_r = e[:, None, 2] - t[None, :, 2]
-        rows, cols = linear_sum_assignment(d_az**2 + d_el**2 + (RANGE_WEIGHT_DEG_PER_M * d_r) ** 2)
+        cost = d_az**2 + d_el**2 + (RANGE_WEIGHT_DEG_PER_M * d_r) ** 2
+        rows, cols = linear_sum_assignment(np.nan_to_num(cost, nan=1e12, posinf=1e12))  # NaN errors stay NaN
         az.append(d_az[rows, cols] ** 2)
         el.append(d_el[rows, cols] ** 2)
         rg.append(d_r[rows, cols] ** 2)

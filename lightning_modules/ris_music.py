@@ -14,7 +14,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-from datamodules.ris_physics import RISGeometry, steering
+from datamodules.ris_physics import RISGeometry, safe_eigh, steering
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class NearFieldMusic:
     @staticmethod
     def signal_basis(cov: torch.Tensor, count: torch.Tensor, width: int) -> torch.Tensor:
         """The `count` leading eigenvectors of each covariance, zero-padded to `width` columns."""
-        _, eigvecs = torch.linalg.eigh(cov)
+        _, eigvecs = safe_eigh(cov)
         basis = eigvecs.flip(-1)[..., :width]
         keep = torch.arange(width, device=cov.device) < count[:, None]
         return basis * keep[:, None, :].to(basis.dtype)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.ris_physics import RISGeometry, as_complex, ridge_backprojection, sample_covariance_factor, steering
+from datamodules.ris_physics import RISGeometry, as_complex, ridge_backprojection, safe_eigh, sample_covariance_factor, steering
 
 
 class ResidualBlock(nn.Module):
@@ -94,7 +94,7 @@ class RISBeamspaceNet(nn.Module):
     def beamspace(self, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(images (B, 2*bins, A, E), log-eigenvalues of R (B, L-1)) from F."""
         size = factor.shape[-2]
-        gram_vals, gram_vecs = torch.linalg.eigh(factor.mH @ factor)
+        gram_vals, gram_vecs = safe_eigh(factor.mH @ factor)
         gram_vals, gram_vecs = gram_vals.flip(-1), gram_vecs.flip(-1)
         leading = factor @ gram_vecs[..., : self.k_max] / gram_vals[..., None, : self.k_max].clamp_min(1e-9).sqrt()
         # one matmul for both spectra; |z|^2 summed over columns, computed on the real view
