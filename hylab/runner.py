@@ -64,6 +64,23 @@ def _identity(cfg: DictConfig, output_dir: Path) -> dict:
     }
 
 
+def reused_run(cfg: DictConfig, key: str | None):
+    """With store.reuse, the stored result of this exact run (same training hash), if any."""
+    from hylab.tasks import TaskResult
+
+    if not key or not (cfg.get("store") or {}).get("reuse"):
+        return None
+    entry = RunStore(cfg.store.dir).find(key)
+    if entry is None:
+        return None
+    log.info(f"reusing stored run {entry.record.get('run_id')} (key {key}) from {entry.run_dir}: not training again")
+    return TaskResult(
+        metrics=entry.record.get("metrics") or {},
+        checkpoints={"best": str(entry.checkpoint), "last": str(entry.checkpoint)},
+        extra={"reused_from": entry.run_dir},
+    )
+
+
 def register_in_store(cfg: DictConfig, record: dict) -> None:
     """Index a completed fit run in the run store, so asking for the same config reuses it."""
     from filelock import Timeout
@@ -104,7 +121,7 @@ def run(cfg: DictConfig) -> float | None:
             L.seed_everything(cfg.seed, workers=True)
         if cfg.task == "fit":
             record["config_hash"] = training_hash(cfg)
-        result = resolve_task(cfg.task)(cfg)
+        result = reused_run(cfg, record.get("config_hash")) or resolve_task(cfg.task)(cfg)
         metrics = plain_metrics(result.metrics)
         value = optimized_value(cfg, metrics)
         record |= {
