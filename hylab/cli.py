@@ -2,6 +2,34 @@
 
 from pathlib import Path
 
+OVERRIDES_FILE = "overrides_file="
+
+
+def expand_overrides_files(argv: list[str]) -> list[str]:
+    """Replace `overrides_file=<yaml>` by the overrides the file lists.
+
+    The file holds `overrides: [key=value, ...]` (as the optuna sweeper's best_overrides.yaml
+    does) or `best_params: {key: value}`; overrides after it on the command line still win.
+    """
+    import yaml
+
+    expanded = []
+    for arg in argv:
+        if not arg.startswith(OVERRIDES_FILE):
+            expanded.append(arg)
+            continue
+        path = Path(arg[len(OVERRIDES_FILE) :]).expanduser()
+        if not path.is_file():
+            raise SystemExit(f"error: {arg}: no such file")
+        content = yaml.safe_load(path.read_text()) or {}
+        if isinstance(content.get("overrides"), list):
+            expanded += [str(item) for item in content["overrides"]]
+        elif isinstance(content.get("best_params"), dict):
+            expanded += [f"{key}={value}" for key, value in content["best_params"].items()]
+        else:
+            raise SystemExit(f"error: {arg}: expected a list under 'overrides' or a mapping under 'best_params'")
+    return expanded
+
 
 def normalize_group_overrides(argv: list[str], conf_dir: Path) -> list[str]:
     """Accept `model.net=timm` for the nested config group `model/net`.

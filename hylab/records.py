@@ -26,16 +26,22 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def _plain(value):
-    if hasattr(value, "item"):
-        value = value.item()
+    return value.item() if hasattr(value, "item") else value
+
+
+def _json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN/inf
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
     return value
 
 
 def write_run_record(output_dir: Path, record: dict) -> Path:
     path = Path(output_dir) / METRICS_FILE
-    atomic_write_text(path, json.dumps(record, indent=2, default=str, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(_json_safe(record), indent=2, default=str, sort_keys=False) + "\n")
     return path
 
 

@@ -17,6 +17,8 @@ def _run_uid() -> str:
 def register() -> None:
     OmegaConf.register_new_resolver("run_uid", _run_uid, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+    # mode: max|min (checkpointing's words) -> maximize|minimize (optuna's words)
+    OmegaConf.register_new_resolver("optuna_direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode], replace=True)
 
 
 register()

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from hylab.checks import check_config
 from hylab.errors import UserError
 from hylab.records import now_iso, plain_metrics, write_run_record
+from hylab.store import RunStore, training_config, training_hash
 
 log = logging.getLogger("hylab")
 
@@ -63,6 +64,40 @@ def _identity(cfg: DictConfig, output_dir: Path) -> dict:
     }
 
 
+def reused_run(cfg: DictConfig, key: str | None):
+    """With store.reuse, the stored result of this exact run (same training hash), if any."""
+    from hylab.tasks import TaskResult
+
+    if not key or not (cfg.get("store") or {}).get("reuse"):
+        return None
+    entry = RunStore(cfg.store.dir).find(key)
+    if entry is None:
+        return None
+    log.info(f"reusing stored run {entry.record.get('run_id')} (key {key}) from {entry.run_dir}: not training again")
+    return TaskResult(
+        metrics=entry.record.get("metrics") or {},
+        checkpoints={"best": str(entry.checkpoint), "last": str(entry.checkpoint)},
+        extra={"reused_from": entry.run_dir},
+    )
+
+
+def register_in_store(cfg: DictConfig, record: dict) -> None:
+    """Index a completed fit run in the run store, so asking for the same config reuses it."""
+    from filelock import Timeout
+
+    store_cfg = cfg.get("store")
+    checkpoint = (record.get("checkpoints") or {}).get("best") or (record.get("checkpoints") or {}).get("last")
+    if not store_cfg or not store_cfg.get("register_runs") or not checkpoint or cfg.trainer.get("fast_dev_run"):
+        return
+    store = RunStore(store_cfg.dir)
+    key = record["config_hash"]
+    try:
+        with store.lock(key, timeout=30):
+            store.register(key, Path(checkpoint), record, training_config(cfg))
+    except Timeout:
+        log.warning(f"run store key {key} is locked by another process; this run was not registered")
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run the task named by cfg.task and return cfg.optimized_metric's value (for sweepers)."""
     check_config(cfg)
@@ -84,7 +119,9 @@ def run(cfg: DictConfig) -> float | None:
             torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True)
-        result = resolve_task(cfg.task)(cfg)
+        if cfg.task == "fit":
+            record["config_hash"] = training_hash(cfg)
+        result = reused_run(cfg, record.get("config_hash")) or resolve_task(cfg.task)(cfg)
         metrics = plain_metrics(result.metrics)
         value = optimized_value(cfg, metrics)
         record |= {
@@ -94,6 +131,8 @@ def run(cfg: DictConfig) -> float | None:
             "checkpoints": result.checkpoints,
             **result.extra,
         }
+        if rank_zero and cfg.task == "fit":
+            register_in_store(cfg, record)
         return value
     except BaseException as err:
         record |= {"status": "failed", "error": f"{type(err).__name__}: {err}"}

@@ -1,0 +1,124 @@
+"""Framework overhead: the same SE-ResNet, data, optimizer and schedule trained through hylab's
+run path (the function run.py calls, with the default callbacks and CSV logger) and through a
+plain PyTorch loop, alternating in one process. Prints per-epoch times and their ratio.
+
+    uv run python bench/overhead.py --experiment seresnet_mnist5k --epochs 4 --repeats 3
+
+Per-epoch time = one training epoch plus its validation pass; the first epoch of each run is
+left out (warm-up). Both sides use the same thread count and the same batch transform.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lightning_modules.image_classification import smoothed_cross_entropy  # noqa: E402
+from lightning_modules.optim import make_optimizer  # noqa: E402
+from tests.helpers import compose_run  # noqa: E402
+
+
+class EpochTimer(L.Callback):
+    """Wall time from the start of each training epoch to the end of its validation, saved as JSON."""
+
+    def __init__(self, path: str):
+        self.path, self.times, self._start = Path(path), [], None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        if self._start is not None and not trainer.sanity_checking:
+            self.times.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def on_fit_end(self, trainer, pl_module):
+        self.path.write_text(json.dumps(self.times))
+
+
+def hylab_epochs(overrides: list[str], workdir: Path) -> list[float]:
+    """The run as configured, plus the timer as one more callback (a config override)."""
+    from hylab.runner import run
+
+    times_file = workdir / "epoch_times.json"
+    timer = f"+callbacks.epoch_timer={{_target_:bench.overhead.EpochTimer,path:'{times_file}'}}"
+    run(compose_run([*overrides, timer], workdir))
+    return json.loads(times_file.read_text())
+
+
+def plain_epochs(overrides: list[str], workdir: Path) -> list[float]:
+    cfg = compose_run(overrides, workdir)
+    L.seed_everything(cfg.seed)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    net = instantiate(cfg.model.net)
+    optimizer = make_optimizer(instantiate(cfg.model.optimizer), net)
+    train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
+    steps_per_epoch = len(train_loader)
+    schedule = instantiate(cfg.model.scheduler)(optimizer, total_steps=steps_per_epoch * cfg.trainer.max_epochs, steps_per_epoch=steps_per_epoch)
+    scheduler = schedule[0]["scheduler"]
+    eps = cfg.model.label_smoothing
+    times = []
+    for _ in range(cfg.trainer.max_epochs):
+        start = time.perf_counter()
+        net.train()
+        correct = seen = 0
+        loss_sum = 0.0
+        for images, labels in train_loader:
+            images, labels = datamodule.transform_batch(images, labels, train=True)
+            logits = net(images)
+            loss = smoothed_cross_entropy(logits, labels, eps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item()
+            correct += (logits.argmax(-1) == labels).sum().item()
+            seen += len(labels)
+        net.eval()
+        with torch.no_grad():
+            val_correct = val_seen = 0
+            for images, labels in val_loader:
+                images, labels = datamodule.transform_batch(images, labels, train=False)
+                val_correct += (net(images).argmax(-1) == labels).sum().item()
+                val_seen += len(labels)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiment", default="seresnet_mnist5k")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    overrides = [f"experiment={args.experiment}", f"trainer.max_epochs={args.epochs}", "test_after_fit=false", "store.register_runs=false"]
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, experiment {args.experiment}, {args.epochs} epochs x {args.repeats} repeats")
+    per_epoch = {"hylab": [], "plain": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for name, runner in (("hylab", hylab_epochs), ("plain", plain_epochs)):
+                times = runner(overrides, Path(tmp) / f"{name}{repeat}")
+                per_epoch[name] += times[1:]
+                print(f"  repeat {repeat} {name:5s}: " + " ".join(f"{t:6.2f}" for t in times) + "  s/epoch")
+    hylab, plain = statistics.median(per_epoch["hylab"]), statistics.median(per_epoch["plain"])
+    print()
+    print("| loop  | epochs timed | median s/epoch | mean s/epoch |")
+    print("|-------|--------------|----------------|--------------|")
+    for name in ("hylab", "plain"):
+        values = per_epoch[name]
+        print(f"| {name:5s} | {len(values):12d} | {statistics.median(values):14.3f} | {statistics.mean(values):12.3f} |")
+    print(f"\noverhead (median hylab / median plain - 1): {100 * (hylab / plain - 1):+.1f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Loading nets from hylab checkpoints (teachers, base models) with clear errors."""
+
+from pathlib import Path
+
+from hylab.checks import check_checkpoint_file
+from hylab.errors import UserError
+
+
+def load_checkpoint(path: str | Path, key: str = "checkpoint") -> dict:
+    """torch.load with weights_only=True: a checkpoint cannot run code when it is read."""
+    import torch
+
+    path = check_checkpoint_file(str(path), key)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise UserError(f"{key}={path} could not be loaded ({type(err).__name__}: {err})") from err
+
+
+def net_config(checkpoint: dict, key: str = "checkpoint") -> dict:
+    try:
+        return checkpoint["hylab"]["config"]["model"]["net"]
+    except (KeyError, TypeError):
+        raise UserError(f"{key} was not written by a hylab run (no embedded config): give a hylab checkpoint") from None
+
+
+def net_state_dict(checkpoint: dict, prefix: str = "net.") -> dict:
+    state = checkpoint.get("state_dict", {})
+    return {name[len(prefix):]: value for name, value in state.items() if name.startswith(prefix)}
+
+
+def load_net(path: str | Path, key: str = "checkpoint", expected=None):
+    """Rebuild the net a hylab checkpoint was trained with and load its weights (eval mode).
+
+    `expected` (an nn.Module) is an optional net whose parameter shapes must match.
+    """
+    from hydra.utils import instantiate
+
+    checkpoint = load_checkpoint(path, key)
+    net = instantiate(net_config(checkpoint, key))
+    state = net_state_dict(checkpoint)
+    check_shapes(net, state, f"{key}={path}")
+    net.load_state_dict(state)
+    if expected is not None:
+        check_shapes(expected, net.state_dict(), f"{key}={path}")
+    return net.eval()
+
+
+def check_shapes(net, state: dict, what: str) -> None:
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{name}: {tuple(state[name].shape)} vs {tuple(own[name].shape)}" for name in own if name in state and own[name].shape != state[name].shape]
+    if missing or unexpected or mismatched:
+        details = "; ".join(filter(None, [
+            f"missing {missing[:5]}" if missing else "",
+            f"unexpected {unexpected[:5]}" if unexpected else "",
+            f"shape mismatch {mismatched[:5]}" if mismatched else "",
+        ]))
+        raise UserError(f"{what} does not fit the net: {details}")
