@@ -34,9 +34,10 @@ def load_model(path: str, beta: float | None = None) -> RISLocalizer:
     """A trained RISLocalizer from a checkpoint; its net is rebuilt from the config embedded in it."""
     from hydra.utils import instantiate
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    config = checkpoint["hylab"]["config"]
-    net = instantiate(config["model"]["net"])
+    from hylab.checkpoints import load_checkpoint, net_config
+
+    checkpoint = load_checkpoint(path, "--hybrid/--learned")
+    net = instantiate(net_config(checkpoint))
     hparams = dict(checkpoint["hyper_parameters"])
     if beta is not None:
         hparams["beta"] = beta
@@ -133,6 +134,13 @@ def print_table(rows: list[dict], names: list[str]) -> None:
             values = [row[name][metric] for name in names]
             ratios = [row[hybrid][metric] / row[classical][metric], row[hybrid][metric] / row["CRB"][metric]]
             print(f"| {row['snr_db']:+.0f} | " + " | ".join(f"{v:.3g}" for v in values) + " | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
+    print("\nmedian angle error (deg) / median range error (m) / share of sources off by more than 5 deg\n")
+    print("| SNR (dB) | " + " | ".join(names[:-1]) + " | CRB (median of per-source bounds) |")
+    print("|---" * (len(names) + 1) + "|")
+    for row in rows:
+        cells = [f"{row[n]['median_deg']:.2f} / {row[n]['median_m']:.2f} / {row[n]['outliers']:.2f}" for n in names[:-1]]
+        crb = f"{row['CRB']['median_deg']:.3f} / {row['CRB']['median_m']:.3f}"
+        print(f"| {row['snr_db']:+.0f} | " + " | ".join(cells) + f" | {crb} |")
     print("\nsource-count accuracy (count head for the learned models, MDL for MUSIC)\n")
     print("| SNR (dB) | " + " | ".join(names[:-1]) + " |")
     print("|---" * len(names) + "|")

@@ -5,7 +5,9 @@ scipy.optimize.linear_sum_assignment) on the cost
     (d azimuth)^2 + (d elevation)^2 [deg^2] + (RANGE_WEIGHT * d range)^2 [deg^2 per m^2 * m^2],
 so pairing follows direction first; when fewer sources are estimated than exist (or more), only
 min(K_est, K) pairs count. Reported: angle RMSE sqrt(mean(d az^2 + d el^2)) in degrees, its
-azimuth and elevation parts, range RMSE in metres, and the fraction of scenes whose K is right.
+azimuth and elevation parts, range RMSE in metres, and the fraction of scenes whose K is right;
+for the benchmark also median errors and the share of outliers (angle error > 5 deg), since
+RMSE over a mix of good estimates and a few wild ones is ruled by the wild ones.
 """
 
 import math
@@ -16,6 +18,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 RANGE_WEIGHT_DEG_PER_M = 1.0
+OUTLIER_DEG = 5.0  # a matched source whose angle error exceeds this counts as an outlier
 
 
 @dataclass
@@ -31,12 +34,19 @@ class MatchedErrors:
         def rms(values):
             return math.sqrt(float(values.mean())) if len(values) else float("nan")
 
+        def median(values):
+            return math.sqrt(float(values.median())) if len(values) else float("nan")
+
+        angle = self.azimuth_sq_deg + self.elevation_sq_deg
         return {
             "rmse_deg": rms(self.azimuth_sq_deg + self.elevation_sq_deg),
             "rmse_az_deg": rms(self.azimuth_sq_deg),
             "rmse_el_deg": rms(self.elevation_sq_deg),
             "rmse_m": rms(self.range_sq_m),
             "k_acc": float(self.count_correct.float().mean()),
+            "median_deg": median(angle),
+            "median_m": median(self.range_sq_m),
+            "outliers": float((angle > OUTLIER_DEG**2).float().mean()) if len(angle) else float("nan"),
         }
 
 

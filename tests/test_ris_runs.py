@@ -98,3 +98,15 @@ def test_missing_truncated_or_foreign_shards_are_user_errors(tmp_path):
         cached_module(cache, snapshots=8).setup()
     with pytest.raises(UserError, match="no scene cache"):
         cached_module(tmp_path / "empty").setup()
+
+
+def test_optuna_search_minimizes_the_angle_rmse_on_a_subset_without_averaging(tmp_path):
+    from tests.helpers import compose_run
+
+    cfg = compose_run(["experiment=ris_hybrid", "hparams_search=ris_optuna"], tmp_path)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("ResumableOptunaSweeper") and sweeper.direction == "minimize"
+    assert cfg.optimized_metric == "val/rmse_deg_best" and cfg.hydra.mode.name == "MULTIRUN"
+    assert {"model.beta", "model.loss_weights.subspace", "model.optimizer.lr", "model.head_lr_multiplier"} <= set(sweeper.params)
+    assert cfg.callbacks.get("ema") is None and cfg.callbacks.get("swa") is None and cfg.data.n_train == 2048
+    assert "sqlite:///" in sweeper.storage  # a persistent, resumable study
