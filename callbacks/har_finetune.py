@@ -22,6 +22,7 @@ from torch import nn
 from datamodules.har_data import check_finetune_mode
 from hylab.aggregate import BASE_RECORD
 from hylab.errors import UserError
+from hylab.records import atomic_write_text
 from lightning_modules.har import check_parts
 
 log = logging.getLogger("hylab.har")
@@ -85,9 +86,7 @@ class FineTuneFromBase(L.Callback):
         if self.mode.from_base:
             self.base_record = self._load_base(net)
             if trainer.is_global_zero:
-                path = Path(trainer.default_root_dir) / BASE_RECORD
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(self.base_record, indent=2) + "\n")
+                atomic_write_text(Path(trainer.default_root_dir) / BASE_RECORD, json.dumps(self.base_record, indent=2) + "\n")
         self.frozen = self._freeze(net)
         self.prepared = True
 
