@@ -66,9 +66,23 @@ def test_resume_continues_from_the_last_checkpoint(base_run, data_dir, tmp_path)
     assert resumed["progress"]["global_step"] == 6
 
 
-def test_gpt_tiny_fast_dev_run(data_dir, tmp_path):
-    _, record = run_in_process([*tiny_base(data_dir), "debug=fdr"], tmp_path / "run")
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
+def test_gpt_tiny_fast_dev_run(data_dir, tmp_path, precision):
+    """bf16-mixed runs the autocast path (on CPU here; trainer=gpu uses it on CUDA)."""
+    _, record = run_in_process([*tiny_base(data_dir), "debug=fdr", f"trainer.precision={precision}"], tmp_path / "run")
     assert record["status"] == "completed" and record["metrics"]["val/bpb"] > 0
+
+
+@pytest.mark.gpu
+def test_gpt_small_on_gpu_with_bf16_and_compile(data_dir, tmp_path):
+    overrides = [
+        "experiment=gpt_small", *tiny_text(data_dir), "data.vocab_size=512", "data.sequence_len=64", "data.num_workers=0",
+        "model.net.config.n_layer=2", "trainer.max_steps=3", "trainer.accumulate_grad_batches=1",
+        "trainer.val_check_interval=3", "trainer.log_every_n_steps=1", "callbacks.throughput.window_size=2",
+    ]
+    _, record = run_in_process(overrides, tmp_path / "run")
+    assert record["status"] == "completed" and record["progress"]["global_step"] == 3
+    assert record["metrics"]["val/bpb"] > 0
 
 
 def test_gpt_small_fast_dev_run_on_cpu(data_dir, tmp_path):
