@@ -140,7 +140,11 @@ def make_optimizer(factory: partial, module: nn.Module, lr_scales: Mapping[str, 
 
 def configure_optimizers(module, optimizer_factory: partial, scheduler_factory: partial | None, lr_scales: Mapping[str, float] | None = None):
     """What a LightningModule's `configure_optimizers` returns, for one optimizer and its schedule."""
-    optimizer = make_optimizer(optimizer_factory, module, lr_scales)
+    return with_schedule(module, make_optimizer(optimizer_factory, module, lr_scales), scheduler_factory)
+
+
+def with_schedule(module, optimizer: torch.optim.Optimizer, scheduler_factory: partial | None):
+    """`optimizer` and the schedule `scheduler_factory` builds for it over the trainer's run."""
     if not scheduler_factory:
         return optimizer
     trainer = module.trainer
