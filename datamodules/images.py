@@ -47,7 +47,38 @@ def batch_as_is(batch):
     return batch
 
 
-class ImageClassificationDataModule(L.LightningDataModule):
+class InMemoryLoaders:
+    """train/val/test/predict loaders over the ArrayDatasets a DataModule holds in memory
+    (train_set, val_set, test_set), sized by its batch_size, eval_batch_size, num_workers and
+    pin_memory hyper-parameters."""
+
+    def _loader(self, dataset: ArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            collate_fn=batch_as_is,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+
+class ImageClassificationDataModule(InMemoryLoaders, L.LightningDataModule):
     def __init__(
         self,
         source: str = "digits",
@@ -123,31 +154,6 @@ class ImageClassificationDataModule(L.LightningDataModule):
     @staticmethod
     def _dataset(images: np.ndarray, labels: np.ndarray) -> ArrayDataset:
         return ArrayDataset(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))), torch.from_numpy(labels))
-
-    def _loader(self, dataset: ArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=False,
-            collate_fn=batch_as_is,
-            num_workers=workers,
-            pin_memory=self.hparams.pin_memory,
-            persistent_workers=workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
 
     def transform_batch(self, images: torch.Tensor, labels: torch.Tensor, train: bool):
         """uint8 images -> normalized float; crop/flip/cutout only when training."""

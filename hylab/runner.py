@@ -40,7 +40,8 @@ def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
     if not name:
         return None
     if name not in metrics:
-        log.warning(f"optimized_metric={name!r} was not logged by this run; logged: {sorted(metrics)}")
+        if cfg.task == "fit":  # evaluation and family tasks log other things
+            log.warning(f"optimized_metric={name!r} was not logged by this run; logged: {sorted(metrics)}")
         return None
     value = metrics[name]
     return float(value) if isinstance(value, (int, float)) else None

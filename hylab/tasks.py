@@ -17,6 +17,9 @@ TASKS: dict[str, str] = {
     "test": "hylab.trainer_tasks:test",
     "validate": "hylab.trainer_tasks:validate",
     "predict": "hylab.trainer_tasks:predict",
+    "train_tokenizer": "lightning_modules.gpt_tasks:train_tokenizer",
+    "generate": "lightning_modules.gpt_tasks:generate_text",
+    "chat": "lightning_modules.gpt_tasks:chat",
     "ris_classical": "lightning_modules.ris_baseline:classical",
 }
 

@@ -12,7 +12,7 @@ the same curve quantized to epochs. Plateau is metric-driven and stepped per epo
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 
 import torch
@@ -82,8 +82,40 @@ def plateau(optimizer, total_steps: int, steps_per_epoch: int, monitor: str, mod
     return schedulers
 
 
-def make_optimizer(factory: partial, module: nn.Module) -> torch.optim.Optimizer:
-    """Build the optimizer from its partial with weight-decay param groups (and fused on CUDA)."""
+def owning_prefix(name: str, prefixes: list[str]) -> str | None:
+    """The longest prefix that names `name` or one of its parent modules."""
+    owners = [p for p in prefixes if name == p or name.startswith(p + ".")]
+    return max(owners, key=len) if owners else None
+
+
+def scale_group_lrs(groups: list[dict], module: nn.Module, base_lr: float, lr_scales: Mapping[str, float]) -> list[dict]:
+    """Split param groups so the parameters under each prefix of `lr_scales` (dotted names, as in
+    `module.named_parameters()`) train at base_lr * scale; the rest keep base_lr."""
+    names = {id(param): name for name, param in module.named_parameters()}
+    prefixes = list(lr_scales)
+    used = set()
+    scaled = []
+    for group in groups:
+        by_prefix: dict[str | None, list] = {}
+        for param in group["params"]:
+            prefix = owning_prefix(names[id(param)], prefixes)
+            by_prefix.setdefault(prefix, []).append(param)
+            used.add(prefix)
+        for prefix, params in by_prefix.items():
+            scale = 1.0 if prefix is None else float(lr_scales[prefix])
+            scaled.append({**group, "params": params, "lr": base_lr * scale})
+    unknown = [p for p in prefixes if p not in used]
+    if unknown:
+        trainable = sorted({name.split(".")[0] for name, p in module.named_parameters() if p.requires_grad})
+        raise UserError(f"lr scales {unknown} name no trainable parameter (misspelled or frozen); trainable top-level names: {trainable}")
+    return scaled
+
+
+def make_optimizer(factory: partial, module: nn.Module, lr_scales: Mapping[str, float] | None = None) -> torch.optim.Optimizer:
+    """Build the optimizer from its partial with weight-decay param groups (and fused on CUDA).
+
+    Frozen parameters (requires_grad False) are left out. `lr_scales` maps parameter-name
+    prefixes to learning-rate multipliers (layer-wise rates for fine-tuning)."""
     from timm.optim import param_groups_weight_decay
 
     skip = set()
@@ -93,6 +125,11 @@ def make_optimizer(factory: partial, module: nn.Module) -> torch.optim.Optimizer
     weight_decay = factory.keywords.get("weight_decay", 0.0)
     groups = param_groups_weight_decay(module, weight_decay, no_weight_decay_list=skip)
     groups = [group for group in groups if group["params"]]
+    if not groups:
+        raise UserError("every parameter is frozen: there is nothing to train")
+    if lr_scales:
+        base_lr = factory.keywords.get("lr", inspect.signature(factory.func).parameters["lr"].default)
+        groups = scale_group_lrs(groups, module, base_lr, lr_scales)
     extra = {}
     params = [p for group in groups for p in group["params"]]
     accepts_fused = "fused" in inspect.signature(factory.func).parameters
@@ -101,9 +138,13 @@ def make_optimizer(factory: partial, module: nn.Module) -> torch.optim.Optimizer
     return factory(groups, **extra)
 
 
-def configure_optimizers(module, optimizer_factory: partial, scheduler_factory: partial | None):
+def configure_optimizers(module, optimizer_factory: partial, scheduler_factory: partial | None, lr_scales: Mapping[str, float] | None = None):
     """What a LightningModule's `configure_optimizers` returns, for one optimizer and its schedule."""
-    optimizer = make_optimizer(optimizer_factory, module)
+    return with_schedule(module, make_optimizer(optimizer_factory, module, lr_scales), scheduler_factory)
+
+
+def with_schedule(module, optimizer: torch.optim.Optimizer, scheduler_factory: partial | None):
+    """`optimizer` and the schedule `scheduler_factory` builds for it over the trainer's run."""
     if not scheduler_factory:
         return optimizer
     trainer = module.trainer

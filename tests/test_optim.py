@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hylab.errors import UserError
 from lightning_modules import optim
 from lightning_modules.image_classification import smoothed_cross_entropy
 
@@ -91,3 +92,21 @@ def test_optimizer_param_groups_exempt_norms_biases_and_named_params():
     assert by_decay[0.05] == {id(model.net.conv.weight)}
     assert id(model.net.pos_embed) in by_decay[0.0] and id(model.net.bn.weight) in by_decay[0.0]
     assert not opt.defaults.get("fused")  # CPU parameters: no fused kernel requested
+
+
+def test_lr_scales_split_groups_by_prefix_and_skip_frozen_parameters():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    net[1].requires_grad_(False)
+    factory = partial(torch.optim.AdamW, lr=0.01, weight_decay=0.1)
+    opt = optim.make_optimizer(factory, net, lr_scales={"2": 10.0, "2.bias": 0.5})
+    by_param = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(net[0].weight)] == (pytest.approx(0.01), 0.1)
+    assert by_param[id(net[0].bias)] == (pytest.approx(0.01), 0.0)
+    assert by_param[id(net[2].weight)] == (pytest.approx(0.1), 0.1)
+    assert by_param[id(net[2].bias)] == (pytest.approx(0.005), 0.0)  # the longest prefix wins
+    assert id(net[1].weight) not in by_param and id(net[1].bias) not in by_param
+    with pytest.raises(UserError, match=r"lr scales \['1'\] name no trainable parameter"):
+        optim.make_optimizer(factory, net, lr_scales={"1": 2.0})
+    net.requires_grad_(False)
+    with pytest.raises(UserError, match="every parameter is frozen"):
+        optim.make_optimizer(factory, net)

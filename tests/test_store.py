@@ -85,3 +85,15 @@ def test_two_processes_asking_for_the_same_run_train_it_once(tmp_path):
     assert len(trained) == 1  # one process trained, the other waited and reused it
     logs = "".join(err for _, err in outputs)
     assert "being trained by another process; waiting" in logs or "trained meanwhile" in logs
+
+
+def test_records_get_the_permissions_of_any_new_file(tmp_path):
+    import os
+
+    from hylab.records import atomic_write_text
+
+    atomic_write_text(tmp_path / "entry.json", "{}")
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    # another user of a shared store reads entries as they read any file (mkstemp alone gives 0600)
+    assert os.stat(tmp_path / "entry.json").st_mode & 0o777 == os.stat(plain).st_mode & 0o777

@@ -1,0 +1,143 @@
+"""Collect the metrics.json of a sweep's jobs into one table: mean ± std per group.
+
+    python -m hylab.aggregate logs/har_finetune/multiruns/<sweep> --by finetune.mode
+
+Groups are the values the jobs give the `--by` keys (from their overrides, else from their
+.hydra/config.yaml); std is the sample standard deviation (n - 1). The table is printed and
+written as aggregate.csv and aggregate.md into the sweep folder (or --out). Jobs without a
+completed metrics.json (a killed job) are counted and left out. Reads files only: no torch.
+"""
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hylab.records import METRICS_FILE, atomic_write_text
+
+# A job that starts from a stored run (a base model, a teacher) names it in this file of its run dir.
+BASE_RECORD = "base_model.json"
+
+
+@dataclass
+class Job:
+    folder: Path
+    record: dict
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    settings = {}
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if sep:
+            settings[key.lstrip("+~")] = value
+    return settings
+
+
+def setting(job: Job, key: str) -> str:
+    """The job's value of `key`: its override, else its saved config (unresolved), else '-'."""
+    if key in job.settings:
+        return job.settings[key]
+    config_file = job.folder / ".hydra" / "config.yaml"
+    node = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    for part in key.replace("/", ".").split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return "-" if node is None else str(node)
+
+
+def read_jobs(sweep_dir: Path) -> tuple[list[Job], list[Path]]:
+    """(completed jobs, folders of jobs that did not complete) under a sweep folder."""
+    done, unfinished = [], []
+    for folder in sorted({p.parent for p in sweep_dir.rglob(".hydra")}):
+        path = folder / METRICS_FILE
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        if record.get("status") == "completed":
+            done.append(Job(folder, record, parse_overrides(record.get("overrides") or [])))
+        else:
+            unfinished.append(folder)
+    return done, unfinished
+
+
+def default_metrics(jobs: list[Job]) -> list[str]:
+    """test/<name> metrics every job logged (per-class ones, test/<a>/<b>, left out)."""
+    common = set.intersection(*(set(job.record.get("metrics") or {}) for job in jobs)) if jobs else set()
+    return sorted(name for name in common if name.startswith("test/") and name.count("/") == 1)
+
+
+def summarize(jobs: list[Job], by: list[str], metrics: list[str]) -> list[dict]:
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(tuple(setting(job, key) for key in by), []).append(job)
+    rows = []
+    for values, members in sorted(groups.items()):
+        row = dict(zip(by, values)) | {"n": len(members)}
+        for name in metrics:
+            numbers = [float(job.record["metrics"][name]) for job in members if name in (job.record.get("metrics") or {})]
+            row[f"{name} mean"] = statistics.fmean(numbers) if numbers else float("nan")
+            row[f"{name} std"] = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def base_models(jobs: list[Job]) -> set[str]:
+    """Keys of the stored runs the jobs started from (a reused job: those of the run it reused)."""
+    keys = set()
+    for job in jobs:
+        for folder in (job.folder, Path(job.record.get("reused_from") or job.folder)):
+            if (folder / BASE_RECORD).is_file():
+                keys.add(json.loads((folder / BASE_RECORD).read_text())["key"])
+                break
+    return keys
+
+
+def markdown(rows: list[dict], by: list[str], metrics: list[str]) -> str:
+    header = [*by, "n", *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row[key]) for key in by] + [str(row["n"])]
+        cells += [f"{row[f'{name} mean']:.4f} ± {row[f'{name} std']:.4f}" for name in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hylab.aggregate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--by", nargs="*", default=[], help="config keys to group by, e.g. finetune.mode model/net")
+    parser.add_argument("--metrics", nargs="*", default=None, help="metric names (default: every test/<name> all jobs logged)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for aggregate.csv / aggregate.md (default: the sweep folder)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: {args.sweep_dir} is not a folder", file=sys.stderr)
+        return 2
+    jobs, unfinished = read_jobs(args.sweep_dir)
+    if not jobs:
+        print(f"error: no completed job (a folder with .hydra/ and a completed {METRICS_FILE}) under {args.sweep_dir}", file=sys.stderr)
+        return 2
+    metrics = args.metrics or default_metrics(jobs)
+    rows = summarize(jobs, args.by, metrics)
+    reused = sum(1 for job in jobs if job.record.get("reused_from"))
+    bases = base_models(jobs)
+    summary = (
+        f"{len(jobs)} completed jobs ({reused} reused from the run store), {len(unfinished)} unfinished; "
+        f"{len(bases)} distinct base models\n"
+    )
+    table = markdown(rows, args.by, metrics)
+    out = args.out or args.sweep_dir
+    atomic_write_text(out / "aggregate.md", f"{table}\n{summary}")
+    with open(out / "aggregate.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(table + "\n" + summary + f"written: {out / 'aggregate.csv'}, {out / 'aggregate.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
