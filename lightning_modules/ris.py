@@ -7,7 +7,6 @@ through `hybrid_covariance` and `localize`. Losses are in ris_losses.py, MUSIC i
 """
 
 import dataclasses
-import inspect
 from collections.abc import Mapping
 from functools import partial
 
@@ -31,25 +30,6 @@ def plain_dict(node: Mapping | None) -> dict:
     from omegaconf import DictConfig, OmegaConf
 
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
-
-
-def with_head_lr(factory: partial, head_params: set[int], multiplier: float) -> partial:
-    """The optimizer factory, except that the parameters in `head_params` (by id) get
-    lr * multiplier. The shared `configure_optimizers` still builds the weight-decay groups,
-    the fused flag and the schedule (LambdaLR scales each group's own lr)."""
-
-    def build(groups, **kwargs):
-        base_lr = kwargs["lr"]
-        split = []
-        for group in groups:
-            heads = [p for p in group["params"] if id(p) in head_params]
-            body = [p for p in group["params"] if id(p) not in head_params]
-            split += [{**group, "params": body}] if body else []
-            split += [{**group, "params": heads, "lr": base_lr * multiplier}] if heads else []
-        return factory.func(split, **kwargs)
-
-    build.__signature__ = inspect.signature(factory.func)  # keeps make_optimizer's check for `fused`
-    return partial(build, **factory.keywords)
 
 
 class LocalizationScores(nn.Module):
@@ -220,6 +200,9 @@ class RISLocalizer(L.LightningModule):
     def configure_optimizers(self):
         if self.net is None or self.optimizer_factory is None:
             raise UserError("this model has no learned part or no optimizer: use task=ris_classical")
-        heads = {id(p) for name, p in self.net.named_parameters() if "head" in name.split(".")[0]}
-        factory = with_head_lr(self.optimizer_factory, heads, self.hparams.head_lr_multiplier)
-        return configure_optimizers(self, factory, self.scheduler_factory)
+        return configure_optimizers(self, self.optimizer_factory, self.scheduler_factory, self.head_lr_scales())
+
+    def head_lr_scales(self) -> dict[str, float]:
+        """The heads (the net's top-level modules named *head*) train at head_lr_multiplier x lr."""
+        heads = [name for name, child in self.net.named_children() if "head" in name and any(True for _ in child.parameters())]
+        return {f"net.{name}": self.hparams.head_lr_multiplier for name in heads}
