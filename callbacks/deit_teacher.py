@@ -65,10 +65,12 @@ class DistillationTeacher(L.Callback):
             return str(self.checkpoint)
         from hylab.store import RunStore, compose_for
 
-        # The teacher's run goes into this run's store (store.* does not enter the training hash).
-        overrides = [*self.overrides, *([f"store.dir={self.store_dir}"] if self.store_dir else [])]
-        store_dir = self.store_dir or compose_for(self.experiment, overrides, self.log_dir).store.dir
-        entry = RunStore(store_dir).get_or_train(self.experiment, overrides, self.log_dir)
+        # The teacher's run goes into this run's store; store.* does not enter the training hash.
+        overrides = list(self.overrides)
+        default_store = compose_for(self.experiment, overrides, self.log_dir).store.dir
+        if self.store_dir and str(self.store_dir) != str(default_store):
+            overrides.append(f"store.dir={self.store_dir}")
+        entry = RunStore(self.store_dir or default_store).get_or_train(self.experiment, overrides, self.log_dir)
         metrics = entry.record.get("metrics") or {}
         score = {k: round(v, 4) for k, v in metrics.items() if k in ("test/acc", "val/acc_best") and isinstance(v, float)}
         self.source = {"experiment": self.experiment, "overrides": self.overrides, "store_key": entry.key,

@@ -101,3 +101,19 @@ def test_a_timm_cnn_teacher_gives_its_stage_outputs():
     cnn = timm.create_model("resnet10t", num_classes=10, in_chans=1).eval()
     logits, maps = logits_and_token_maps(cnn, torch.randn(2, 1, 32, 32), [3, 4])
     assert logits.shape == (2, 10) and [m.shape[1] for m in maps] == [256, 512]
+
+
+def test_bf16_train_step_path_runs_on_cpu():
+    from bench.deit import train_step_rate
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    assert train_step_rate(deit_micro(), images, labels, precision="bf16", steps=1, warmup=1) > 0
+
+
+@pytest.mark.gpu
+def test_gpu_path_bf16_and_compile():
+    from bench.deit import train_step_rate
+
+    images, labels = torch.randn(64, 1, 28, 28, device="cuda"), torch.randint(0, 10, (64,), device="cuda")
+    assert train_step_rate(deit_tiny(), images, labels, precision="bf16", compile=True, steps=2) > 0

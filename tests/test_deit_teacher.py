@@ -140,3 +140,7 @@ def test_one_teacher_pass_feeds_logits_and_token_maps(teacher_checkpoint, tmp_pa
     assert any(k.startswith("token_distiller.student_proj.0.") for k in state)
     assert any(k.startswith("token_distiller.teacher_proj.1.") for k in state)
     assert not any(k.startswith(("stem.", "blocks.")) for k in state)  # no teacher weights
+    # evaluating the student needs no teacher: the callback loads none for task=test
+    test = [*student_overrides("/nonexistent.ckpt", *token), "task=test", f"ckpt_path={record['checkpoints']['last']}"]
+    _, tested = run_in_process(test, tmp_path / "test")
+    assert tested["status"] == "completed" and 0.0 <= tested["metrics"]["test/acc"] <= 1.0
