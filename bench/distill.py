@@ -1,6 +1,6 @@
 """Does distillation help a small ViT? DeiT students side by side, same data, epochs and seeds.
 
-    uv run python bench/distill.py                       # the table in docs/results_deit.md
+    uv run python bench/distill.py                       # the table in docs/RESULTS.md (DeiT section)
     uv run python bench/distill.py --subset 200 --epochs 1 --teacher-epochs 1 --seeds 0   # a plumbing check
 
 Every row is one `python run.py experiment=... <overrides>` (printed with its result), so each
@@ -84,7 +84,7 @@ def student_command(args, row: str, seed: int, shared: list[str], teacher: str, 
     command = [
         sys.executable, "run.py", f"experiment={experiment}", *shared, *extra,
         f"trainer.max_epochs={args.epochs}", f"seed={seed}", f"paths.log_dir={args.log_dir}",
-        f"hydra.run.dir={run_dir}", "store.register_runs=false", *quiet(),
+        f"hydra.run.dir={run_dir}", "store.register_runs=false", *quiet(), *args.student_overrides,
     ]
     if experiment != "deit_scratch":
         command += [f"callbacks.distillation_teacher.experiment={teacher}",
@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=["scratch", "hard", "soft", "token", "hard+ema", "hard+swa"], choices=list(ROWS))
     parser.add_argument("--ema-decay", type=float, default=0.95,
                         help="0.999 averages over ~1000 steps; these runs take ~240 (1000 images / 64 x 15 epochs)")
+    parser.add_argument("--student-overrides", nargs="*", default=[],
+                        help="appended to every student's command, e.g. data.mixing.mixup_alpha=0.8 data.mixing.cutmix_alpha=1.0")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "bench" / "out" / "deit")
     args = parser.parse_args()
     args.log_dir = args.log_dir.resolve()

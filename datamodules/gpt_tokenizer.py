@@ -96,8 +96,10 @@ class GPTTokenizer:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save(str(path))
+        from hylab.records import atomic_write_text
+
+        # atomic: the cache treats the file's existence as "ready", so a killed run must not leave half of it
+        atomic_write_text(path, self.to_str())
         return path
 
     @property

@@ -5,7 +5,8 @@ Lightning re-launches the script for ranks > 0 with `sys.argv[1:]` plus
 be re-resolved in the child (a new timestamp), and in a sweep (`-m`) argv holds the whole
 sweep while the job's folder is sweep.dir/subdir, not run.dir, so each child would start the
 sweep again in a new folder. Before any Trainer exists we pin run.dir to this job's resolved
-output dir and, in a sweep, replace argv by this job's own overrides.
+output dir and, in a sweep, replace argv by this job's own overrides plus `hydra.mode=RUN`
+(an `hparams_search` config sets MULTIRUN itself, and the child would start the search again).
 """
 
 import sys
@@ -24,4 +25,9 @@ def pin_run_dir_for_subprocesses() -> None:
     with read_write(hydra_cfg), open_dict(hydra_cfg):
         hydra_cfg.run.dir = output_dir
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+        sys.argv = [sys.argv[0], *job_overrides_for_rank_processes(hydra_cfg.overrides.task)]
+
+
+def job_overrides_for_rank_processes(task_overrides) -> list[str]:
+    """The argv (after the script) that re-creates one sweep job as a single run."""
+    return [*task_overrides, "hydra.mode=RUN"]

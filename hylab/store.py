@@ -121,7 +121,10 @@ class RunStore:
             return StoreEntry(key, folder, record)
         aside = self.root / "corrupt" / f"{key}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         aside.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(folder, aside)
+        try:
+            os.replace(folder, aside)
+        except FileNotFoundError:  # another process moved it aside first
+            return None
         log.error(f"store entry {key} is corrupt ({problem}); moved to {aside}, it will be trained again")
         return None
 

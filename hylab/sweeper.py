@@ -191,7 +191,7 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
                 returns += self.launcher.launch(overrides[start : start + length], initial_job_idx=numbers[start])
             batch_failures = [tell_result(study, t, r, len(study.directions)) for t, r in zip(trials, returns)]
             failures += sum(err is not None for err in batch_failures)
-            best_path = write_best(study, sweep_dir, storage_url)
+            write_best(study, sweep_dir, storage_url)
             if sum(err is not None for err in batch_failures) / len(returns) > self.max_failure_rate:
                 raise RuntimeError(f"{failures} failed trials (max_failure_rate={self.max_failure_rate}); last error: {[e for e in batch_failures if e][-1]}")
         best_path = write_best(study, sweep_dir, storage_url)

@@ -38,7 +38,8 @@ class LocalizationScores(nn.Module):
     def __init__(self):
         super().__init__()
         for name in ("az", "el", "range", "pairs", "k_hits", "scenes"):
-            setattr(self, name, SumMetric())
+            # NaN errors must surface as a NaN RMSE; the default strategy drops them and flatters the model
+            setattr(self, name, SumMetric(nan_strategy="disable"))
 
     def update(self, errors) -> None:
         self.az.update(errors.azimuth_sq_deg.sum())

@@ -37,15 +37,17 @@ def test_ddp_cpu_two_processes_one_run_dir(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_inside_a_sweep_keeps_one_folder_per_job(tmp_path):
-    done = run_cli(["-m", "trainer=ddp_cpu", *QUIET, "model.optimizer.lr=1e-3,2e-3"], tmp_path)
+def test_ddp_inside_an_optuna_sweep_keeps_one_folder_per_trial(tmp_path):
+    # hparams_search sets hydra.mode=MULTIRUN itself: rank 1 must rerun its trial, not the search
+    done = run_cli(["hparams_search=seresnet_optuna", "hydra.sweeper.n_trials=2", "trainer=ddp_cpu", *QUIET], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     dirs = run_dirs(tmp_path)
-    assert [d.name for d in dirs] == ["0", "1"]
+    assert [d.name for d in dirs] == ["trial_0", "trial_1"]
     for d in dirs:
-        assert (d / "train_ddp_process_1.log").is_file()
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (d / "train_ddp_process_1.log").read_text()
         assert json.loads((d / "metrics.json").read_text())["status"] == "completed"
-    assert len(list(tmp_path.rglob("metrics.json"))) == 2
+    (study_dir,) = {d.parent for d in dirs}
+    assert len(yaml.safe_load((study_dir / "best_overrides.yaml").read_text())) >= 3
 
 
 @pytest.mark.slow

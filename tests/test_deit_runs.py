@@ -9,7 +9,7 @@ import pytest
 from callbacks.deit_teacher import DistillationTeacher
 
 from tests.helpers import run_cli, run_dirs, run_in_process
-from tests.test_deit_helpers import teacher_checkpoint, teacher_from  # noqa: F401 (a fixture)
+from tests.deit_fixtures import teacher_checkpoint, teacher_from  # noqa: F401 (a fixture)
 
 QUIET = ["callbacks.progress_bar=null"]
 

@@ -84,7 +84,8 @@ def test_two_processes_asking_for_the_same_run_train_it_once(tmp_path):
     trained = list((tmp_path / "debug" / "runs").glob("*_store-*"))
     assert len(trained) == 1  # one process trained, the other waited and reused it
     logs = "".join(err for _, err in outputs)
-    assert "being trained by another process; waiting" in logs or "trained meanwhile" in logs
+    # the second process waited for the first, or (started late on a busy machine) found it stored
+    assert any(m in logs for m in ("being trained by another process; waiting", "trained meanwhile", "reusing stored run"))
 
 
 def test_records_get_the_permissions_of_any_new_file(tmp_path):
