@@ -40,6 +40,8 @@ ROWS = {
     "hard+ema": ("deit_distill", ["model.distillation.mode=hard", "callbacks=ema"]),
     "scratch+swa": ("deit_scratch", ["callbacks=swa"]),
     "hard+swa": ("deit_distill", ["model.distillation.mode=hard", "callbacks=swa"]),
+    "soft+ema": ("deit_distill", ["model.distillation.mode=soft", "callbacks=ema"]),
+    "soft+swa": ("deit_distill", ["model.distillation.mode=soft", "callbacks=swa"]),
 }
 
 
@@ -118,7 +120,11 @@ def main() -> None:
 
     teacher, shared = data_overrides(args)
     teacher_overrides, teacher_result = ensure_teacher(args, teacher, shared, out)
-    results = {"args": {k: str(v) for k, v in vars(args).items()}, "teacher": teacher_result, "rows": {}}
+    results_file = args.log_dir / "distill_results.json"
+    # rows of an earlier call with the same log dir (same teacher) are kept; the rows run now replace theirs
+    earlier = json.loads(results_file.read_text())["rows"] if results_file.is_file() else {}
+    rows = {name: runs for name, runs in earlier.items() if name not in args.rows}
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "teacher": teacher_result, "rows": rows}
     for row in args.rows:
         for seed in args.seeds:
             run_dir = args.log_dir / "bench_runs" / f"{row}_seed{seed}"
@@ -129,7 +135,7 @@ def main() -> None:
                       "command": " ".join(["python", *command[1:]])}
             results["rows"].setdefault(row, []).append(result)
             print(f"{row:12s} seed {seed}  test/acc {result['test_acc']:.4f}  ({wall:.0f} s)  {result['command']}", flush=True)
-            (args.log_dir / "distill_results.json").write_text(json.dumps(results, indent=2))
+            results_file.write_text(json.dumps(results, indent=2))
     print_table(results)
 
 
