@@ -72,6 +72,17 @@ def test_task_test_reproduces_the_train_time_test_metric(tmp_path):
     assert predicted["metrics"]["predict/acc"] > 0
 
 
+def test_ema_runs_test_the_averaged_weights_after_fit_and_from_the_checkpoint(tmp_path):
+    ema = [*LIMIT, "callbacks=ema", "callbacks.ema.decay=0.5", "trainer.max_epochs=3"]
+    _, trained = run_in_process(ema, tmp_path / "train")
+    best = trained["checkpoints"]["best"]
+    state = torch.load(best, weights_only=True)
+    assert "current_model_state" in state  # the training weights; state_dict holds the average
+    _, tested = run_in_process([*ema, "task=test", f"ckpt_path={best}"], tmp_path / "test")
+    # the test after fit scored the averaged weights that validation chose, as task=test does
+    assert tested["metrics"]["test/loss"] == pytest.approx(trained["metrics"]["test/loss"], rel=1e-6)
+
+
 @pytest.mark.parametrize("debug", ["fdr", "limit", "overfit", "profiler"])
 def test_debug_configs(debug, tmp_path):
     overrides = [f"debug={debug}", "callbacks.progress_bar=null"]
