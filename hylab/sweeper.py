@@ -23,16 +23,23 @@ import math
 import os
 import socket
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import optuna
 import yaml
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from hydra_plugins.hydra_optuna_sweeper._impl import (
+    OptunaSweeperImpl,
+    create_params_from_overrides,
+)
 from optuna.trial import TrialState
 
 log = logging.getLogger("hylab.sweeper")
 
 WORKER_ATTR = "hylab_worker"
+# A worker records itself on a trial right after asking for it; a RUNNING trial still without a
+# worker this long after it started lost its worker in between (killed at that moment).
+UNCLAIMED_GRACE_S = 5.0
 STALE_ATTR = "hylab_interrupted"
 BEST_FILE = "best_overrides.yaml"
 
@@ -69,15 +76,28 @@ def make_storage(url: str | None):
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(url[len("sqlite:///") :])
+        database.parent.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock
+
+        # a new database gets its tables and schema version on first use; two workers starting
+        # together would both write them (UNIQUE constraint failed: alembic_version)
+        with FileLock(f"{database}.lock"):
+            return optuna.storages.RDBStorage(url)
     return optuna.storages.RDBStorage(url)
 
 
+def unclaimed_for_long(trial) -> bool:
+    if WORKER_ATTR in trial.user_attrs or trial.datetime_start is None:
+        return False
+    return (datetime.now() - trial.datetime_start).total_seconds() > UNCLAIMED_GRACE_S
+
+
 def recover_interrupted_trials(study: optuna.Study) -> int:
-    """Fail RUNNING trials of dead local workers and queue their parameters again."""
+    """Fail RUNNING trials of dead local workers (or of none) and queue their parameters again."""
     recovered = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not worker_is_dead(trial.user_attrs.get(WORKER_ATTR)):
+        if not (worker_is_dead(trial.user_attrs.get(WORKER_ATTR)) or unclaimed_for_long(trial)):
             continue
         study._storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
         try:

@@ -15,7 +15,13 @@ from optuna.trial import TrialState
 
 from hylab.cli import expand_overrides_files
 from hylab.sweeper import (
-    WORKER_ATTR, consecutive_runs, counted_trials, make_storage, recover_interrupted_trials, tell_result, worker_is_dead,
+    WORKER_ATTR,
+    consecutive_runs,
+    counted_trials,
+    make_storage,
+    recover_interrupted_trials,
+    tell_result,
+    worker_is_dead,
 )
 from tests.helpers import ROOT
 
@@ -59,6 +65,29 @@ def test_interrupted_trials_of_dead_workers_are_queued_again(tmp_path):
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
     assert trials[3].params == {} and trials[3].system_attrs["fixed_params"] == interrupted.params
     assert counted_trials(study) == 2  # the interrupted one does not use up the budget; its retry will
+
+
+def test_a_trial_whose_worker_died_before_claiming_it_is_queued_again(monkeypatch):
+    import hylab.sweeper
+
+    study = optuna.create_study(direction="minimize")
+    unclaimed = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # killed before set_user_attr
+    just_asked = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert recover_interrupted_trials(study) == 0  # within the grace period: its worker may be about to claim it
+    monkeypatch.setattr(hylab.sweeper, "UNCLAIMED_GRACE_S", -1.0)
+    just_asked.set_user_attr(WORKER_ATTR, f"{os.uname().nodename}:{os.getpid()}")  # claimed by a live worker
+    assert recover_interrupted_trials(study) == 1
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING] and unclaimed.number == 0
+
+
+def test_workers_creating_one_sqlite_study_at_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/study.db"
+    code = f"from hylab.sweeper import make_storage; import optuna; optuna.create_study(study_name='s', storage=make_storage({url!r}), load_if_exists=True)"
+    workers = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), errors
+    assert len(optuna.load_study(study_name="s", storage=url).get_trials()) == 0
 
 
 def test_consecutive_runs_and_overrides_file(tmp_path):
