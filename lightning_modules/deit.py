@@ -22,11 +22,17 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from hylab.errors import UserError
-from lightning_modules.deit_losses import ALPHA_SCHEDULES, KL_REDUCTIONS, TokenDistiller, alpha_at, distillation_loss
+from hylab.instantiate import plain_settings
+from lightning_modules.deit_losses import (
+    ALPHA_SCHEDULES,
+    KL_REDUCTIONS,
+    TokenDistiller,
+    alpha_at,
+    distillation_loss,
+)
 from lightning_modules.image_classification import ImageClassifier, hard_labels
 
 DISTILLATION_MODES = ("none", "hard", "soft")
@@ -83,13 +89,6 @@ class TokenDistillationSettings:
             raise UserError(f"{key}.student_layers={self.student_layers}: the student has blocks 0..{depth - 1}; {bad} do not exist")
 
 
-def plain(settings: Mapping | None) -> dict:
-    """Settings as a plain dict: checkpoints keep only plain containers (they load with weights_only=True)."""
-    if isinstance(settings, DictConfig):
-        return OmegaConf.to_container(settings, resolve=True)
-    return dict(settings or {})
-
-
 class DeiTClassifier(ImageClassifier):
     def __init__(
         self,
@@ -102,7 +101,7 @@ class DeiTClassifier(ImageClassifier):
         distillation: Mapping | None = None,
         token_distillation: Mapping | None = None,
     ):
-        distillation, token_distillation = plain(distillation), plain(token_distillation)  # before save_hyperparameters
+        distillation, token_distillation = plain_settings(distillation), plain_settings(token_distillation)  # before save_hyperparameters
         super().__init__(net, optimizer, scheduler, num_classes, label_smoothing, compile)
         self.distillation = DistillationSettings(**distillation)
         self.tokens = TokenDistillationSettings(**token_distillation)

@@ -17,19 +17,19 @@ from torchmetrics import MinMetric, SumMetric
 
 from datamodules.ris_physics import RISGeometry, as_complex, safe_eigh, steering
 from hylab.errors import UserError
+from hylab.instantiate import plain_settings
 from lightning_modules.optim import configure_optimizers
 from lightning_modules.ris_covariance import HybridCovariance, hybrid_covariance
-from lightning_modules.ris_losses import LossWeights, count_loss, covariance_losses, heatmap_loss
+from lightning_modules.ris_losses import (
+    LossWeights,
+    count_loss,
+    covariance_losses,
+    heatmap_loss,
+)
 from lightning_modules.ris_metrics import match_sources, truth_of
 from lightning_modules.ris_music import NearFieldMusic, SearchGrid, information_criteria
 
 K_SOURCES = ("truth", "head", "mdl", "aic")
-
-
-def plain_dict(node: Mapping | None) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
 
 class LocalizationScores(nn.Module):
@@ -83,7 +83,7 @@ class RISLocalizer(L.LightningModule):
     ):
         super().__init__()
         # plain containers, so that checkpoints load with torch.load(weights_only=True)
-        geometry, loss_weights, music = (plain_dict(node) for node in (geometry, loss_weights, music))
+        geometry, loss_weights, music = (plain_settings(node) for node in (geometry, loss_weights, music))
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         if not 0.0 <= beta <= 1.0:
             raise UserError(f"model.beta={beta} must be in [0, 1]")
