@@ -10,6 +10,7 @@ completed metrics.json (a killed job) are counted and left out. Reads files only
 
 import argparse
 import csv
+import io
 import json
 import statistics
 import sys
@@ -131,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(rows, args.by, metrics)
     out = args.out or args.sweep_dir
     atomic_write_text(out / "aggregate.md", f"{table}\n{summary}")
-    with open(out / "aggregate.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table_csv = io.StringIO(newline="")
+    writer = csv.DictWriter(table_csv, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "aggregate.csv", table_csv.getvalue())
     print(table + "\n" + summary + f"written: {out / 'aggregate.csv'}, {out / 'aggregate.md'}")
     return 0
 

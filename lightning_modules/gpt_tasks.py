@@ -14,9 +14,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from datamodules.gpt_tokenizer import ASSISTANT_START, SPECIAL_TOKENS, describe, evaluate_tokenizer
+from datamodules.gpt_tokenizer import (
+    ASSISTANT_START,
+    SPECIAL_TOKENS,
+    describe,
+    evaluate_tokenizer,
+)
 from hylab.errors import UserError
 from hylab.instantiate import build
+from hylab.records import atomic_write_text
 from hylab.tasks import TaskResult
 from lightning_modules.gpt_checkpoint import build_net, read_gpt_checkpoint
 from lightning_modules.gpt_engine import StreamingDecoder, generate, generate_tokens
@@ -80,7 +86,7 @@ def generate_text(cfg: DictConfig) -> TaskResult:
             print(f"--- sample {i}")
         print(text, flush=True)
     path = Path(cfg.paths.output_dir) / "generations.json"
-    path.write_text(json.dumps({"settings": g, "checkpoint": str(cfg.ckpt_path), "texts": texts}, indent=2) + "\n")
+    atomic_write_text(path, json.dumps({"settings": g, "checkpoint": str(cfg.ckpt_path), "texts": texts}, indent=2) + "\n")
     new_tokens = sum(len(row) for row in rows)
     metrics = {"generate/new_tokens": new_tokens, "generate/tokens_per_sec": new_tokens / max(seconds, 1e-9)}
     return TaskResult(metrics=metrics, checkpoints={"evaluated": str(cfg.ckpt_path)}, extra={"generations": str(path)})
