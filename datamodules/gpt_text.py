@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.gpt_corpus import Document, fingerprint, load_documents, split_documents
 from datamodules.gpt_tokenizer import SPLIT_PATTERN, GPTTokenizer, train_bpe
+from datamodules.loaders import make_loader
 from hylab.errors import UserError
 
 log = logging.getLogger("hylab")
@@ -96,16 +97,8 @@ class TokenDataModule(L.LightningDataModule):
         return torch.from_numpy(self.tokenizer.token_bytes)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            collate_fn=getattr(dataset, "collate", None),
-            num_workers=workers,
-            pin_memory=self.hparams.get("pin_memory", False),
-            persistent_workers=workers > 0,
-        )
+        return make_loader(dataset, batch_size, shuffle, self.hparams.num_workers, self.hparams.get("pin_memory", False),
+                           collate_fn=getattr(dataset, "collate", None))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules import augment
 from datamodules.image_sources import ImageArrays, check_available, load_source
+from datamodules.loaders import make_loader
 from hylab.errors import UserError
 
 
@@ -42,28 +43,13 @@ class ArrayDataset(Dataset):
         return self.images[index], self.labels[index]
 
 
-def batch_as_is(batch):
-    """collate_fn for ArrayDataset, whose __getitems__ already returns a stacked batch."""
-    return batch
-
-
 class InMemoryLoaders:
     """train/val/test/predict loaders over the ArrayDatasets a DataModule holds in memory
     (train_set, val_set, test_set), sized by its batch_size, eval_batch_size, num_workers and
     pin_memory hyper-parameters."""
 
     def _loader(self, dataset: ArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=False,
-            collate_fn=batch_as_is,
-            num_workers=workers,
-            pin_memory=self.hparams.pin_memory,
-            persistent_workers=workers > 0,
-        )
+        return make_loader(dataset, batch_size, shuffle, self.hparams.num_workers, self.hparams.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)

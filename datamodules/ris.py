@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules.loaders import make_loader
 from datamodules.ris_physics import RISGeometry
 from datamodules.ris_scenes import SceneConfig, network_batch, scene_generator, simulate_scene, stack_scenes
 from hylab.errors import UserError
@@ -146,11 +147,6 @@ class ShardBlockSampler(Sampler):
             yield from (start + torch.randperm(stop - start, generator=generator)).tolist()
 
 
-def batch_as_is(batch):
-    """collate_fn for datasets whose __getitems__ already returns a stacked batch."""
-    return batch
-
-
 class RISDataModule(L.LightningDataModule):
     """Train / val / test splits of simulated scenes. `test_snr_db` fixes the SNR of the test
     split (for curves versus SNR); training and validation draw it from `snr_db`."""
@@ -228,9 +224,7 @@ class RISDataModule(L.LightningDataModule):
         sampler = None
         if shuffle and isinstance(dataset, ShardedScenes):
             sampler, shuffle = ShardBlockSampler(len(dataset), dataset.shard_size, self.hparams.seed), False
-        workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, collate_fn=batch_as_is,
-                          num_workers=workers, persistent_workers=workers > 0)
+        return make_loader(dataset, batch_size, shuffle, self.hparams.num_workers, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.hparams.batch_size, shuffle=True)

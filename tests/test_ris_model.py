@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 
 from callbacks.non_finite_guard import NonFiniteGuard, NonFiniteLossError
 from callbacks.ris_covariance_logger import covariance_statistics, spectrum_figure
-from datamodules.ris import SimulatedScenes, batch_as_is
+from datamodules.loaders import batch_as_is
+from datamodules.ris import SimulatedScenes
 from datamodules.ris_physics import RISGeometry, as_complex, steering
 from datamodules.ris_scenes import SceneConfig
 from lightning_modules.nets.ris_net import RISBeamspaceNet
