@@ -44,7 +44,7 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    check_task(cfg.task)
+    check_task(cfg.task, cfg.get("tasks") or {})
     if cfg.get("mode") not in ("min", "max"):
         raise UserError(f"mode={cfg.get('mode')!r} is not allowed; use mode=min or mode=max")
     if cfg.get("ckpt_path"):

@@ -122,7 +122,7 @@ def run(cfg: DictConfig) -> float | None:
             L.seed_everything(cfg.seed, workers=True)
         if cfg.task == "fit":
             record["config_hash"] = training_hash(cfg)
-        result = reused_run(cfg, record.get("config_hash")) or resolve_task(cfg.task)(cfg)
+        result = reused_run(cfg, record.get("config_hash")) or resolve_task(cfg.task, cfg.tasks)(cfg)
         metrics = plain_metrics(result.metrics)
         value = optimized_value(cfg, metrics)
         record |= {

@@ -1,27 +1,19 @@
 """The dispatch table: `task=<name>` -> the function that runs it.
 
-A task takes the composed config and returns a TaskResult. Trainer tasks live in
-hylab/trainer_tasks.py; a family that needs a task which is not a Trainer loop (training a
-tokenizer, chatting with a checkpoint) registers it here. Entries are import paths, so reading
-the table imports nothing heavy.
+The table is the config group `tasks` (conf/tasks/): `trainer.yaml` holds fit, test, validate and
+predict; a family adds its own tasks in `conf/tasks/<family>.yaml` and its experiments select
+that file. Entries are "module:function" import paths, so reading the table imports nothing
+heavy. A task takes the composed config and returns a TaskResult.
 """
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hylab.errors import UserError
 
-TASKS: dict[str, str] = {
-    "fit": "hylab.trainer_tasks:fit",
-    "test": "hylab.trainer_tasks:test",
-    "validate": "hylab.trainer_tasks:validate",
-    "predict": "hylab.trainer_tasks:predict",
-    "train_tokenizer": "lightning_modules.gpt_tasks:train_tokenizer",
-    "generate": "lightning_modules.gpt_tasks:generate_text",
-    "chat": "lightning_modules.gpt_tasks:chat",
-    "ris_classical": "lightning_modules.ris_baseline:classical",
-}
+TASK_FILES = Path(__file__).resolve().parent.parent / "conf" / "tasks"
 
 
 @dataclass
@@ -31,12 +23,26 @@ class TaskResult:
     extra: dict = field(default_factory=dict)
 
 
-def check_task(name: str) -> None:
-    if name not in TASKS:
-        raise UserError(f"task={name!r} is not a task; choose one of: {', '.join(sorted(TASKS))}")
+def tasks_elsewhere(name: str) -> list[str]:
+    """The task files of conf/tasks/ that register `name` (for the error message)."""
+    import yaml
+
+    found = []
+    for path in sorted(TASK_FILES.glob("*.yaml")):
+        if name in (yaml.safe_load(path.read_text()) or {}):
+            found.append(path.stem)
+    return found
 
 
-def resolve_task(name: str) -> Callable:
-    check_task(name)
-    module_name, function_name = TASKS[name].split(":")
+def check_task(name: str, table: Mapping[str, str]) -> None:
+    if name in table:
+        return
+    elsewhere = tasks_elsewhere(name)
+    hint = f"; it comes with tasks={elsewhere[0]} (an experiment of that family selects it)" if elsewhere else ""
+    raise UserError(f"task={name!r} is not a task of this config; choose one of: {', '.join(sorted(table))}{hint}")
+
+
+def resolve_task(name: str, table: Mapping[str, str]) -> Callable:
+    check_task(name, table)
+    module_name, function_name = str(table[name]).split(":")
     return getattr(importlib.import_module(module_name), function_name)

@@ -56,7 +56,9 @@ def test_unknown_experiment_lists_the_available_ones(tmp_path):
 
 def test_unknown_task_and_missing_checkpoint_fail_before_training(tmp_path):
     done = run_cli(["task=fitt"], tmp_path, timeout=60)
-    assert done.returncode == 2 and "error: task='fitt' is not a task; choose one of:" in done.stderr
+    assert done.returncode == 2 and "error: task='fitt' is not a task of this config; choose one of: fit, predict, test, validate" in done.stderr
+    done = run_cli(["task=chat"], tmp_path, timeout=60)
+    assert done.returncode == 2 and "it comes with tasks=gpt" in done.stderr
     done = run_cli(["ckpt_path=/nonexistent/last.ckpt"], tmp_path, timeout=60)
     assert done.returncode == 2 and "ckpt_path=/nonexistent/last.ckpt does not exist" in done.stderr
     assert "Traceback" not in done.stderr
