@@ -3,7 +3,7 @@
 import importlib.util
 from collections.abc import Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hylab.errors import UserError
 
@@ -44,6 +44,7 @@ def build(node: DictConfig, **kwargs):
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    kwargs.setdefault("_convert_", "all")  # plain dicts and lists, never DictConfig, reach the objects
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
@@ -55,5 +56,23 @@ def build(node: DictConfig, **kwargs):
         raise
 
 
+# A callback or logger node with `_training_: false` only observes the run (progress, logging,
+# plots): the run store leaves it out of the training hash. hylab removes the key before building.
+TRAINING_FLAG = "_training_"
+
+
+def affects_training(node) -> bool:
+    return not (isinstance(node, (dict, DictConfig)) and node.get(TRAINING_FLAG) is False)
+
+
+def without_flags(node: DictConfig) -> DictConfig:
+    if TRAINING_FLAG not in node:
+        return node
+    node = node.copy()
+    with open_dict(node):
+        del node[TRAINING_FLAG]
+    return node
+
+
 def instantiate_group(group: DictConfig | None) -> list:
-    return [build(node) for node in named_configs(group).values()]
+    return [build(without_flags(node)) for node in named_configs(group).values()]

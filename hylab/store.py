@@ -30,6 +30,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hylab.errors import UserError
+from hylab.instantiate import affects_training
 from hylab.records import atomic_write_text, now_iso
 
 log = logging.getLogger("hylab.store")
@@ -65,6 +66,11 @@ def training_config(cfg: DictConfig) -> dict:
     container.pop("hydra", None)
     for dotted in store.get("ignore_keys", []):
         _drop_path(container, dotted)
+    for group in ("callbacks", "logger"):
+        nodes = container.get(group)
+        if isinstance(nodes, dict):
+            # a switched-off entry (null) trains the same as an absent one
+            container[group] = {name: node for name, node in nodes.items() if node is not None and affects_training(node)}
     return _drop_names(container, set(store.get("ignore_names", [])))
 
 
