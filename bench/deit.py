@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lightning_modules.nets.deit import deit  # noqa: E402
+from lightning_modules.image.nets.deit import deit  # noqa: E402
 
 
 def train_step_rate(net, images, labels, precision: str = "fp32", compile: bool = False, steps: int = 10, warmup: int = 3) -> float:

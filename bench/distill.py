@@ -21,12 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from datamodules.image_sources import DEBIAN_FASHION_MNIST  # noqa: E402
+from datamodules.image.sources import DEBIAN_FASHION_MNIST  # noqa: E402
 
 # The SE-ResNet teacher, shrunk for a CPU budget: one SE block per stage, 16 -> 32 -> 64 channels
 # (about 10x fewer multiply-adds than seresnet_mnist, whose forward pass would otherwise cost
 # more than the student's training step). --teacher-net full keeps seresnet_mnist.
-SMALL_TEACHER = ["model.net._target_=lightning_modules.nets.seresnet.SEResNet", "++model.net.blocks_per_stage=[1,1,1]",
+SMALL_TEACHER = ["model.net._target_=lightning_modules.image.nets.seresnet.SEResNet", "++model.net.blocks_per_stage=[1,1,1]",
                  "++model.net.channels=[16,32,64]", "model.net.se_reduction=4"]
 TEACHER_DIMS = {"small": "[32,64]", "full": "[64,128]"}  # channels of SE-ResNet stages 1 and 2
 

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lightning_modules.image_classification import smoothed_cross_entropy  # noqa: E402
+from lightning_modules.classifier import smoothed_cross_entropy  # noqa: E402
 from lightning_modules.optim import make_optimizer  # noqa: E402
 from tests.helpers import compose_run  # noqa: E402
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from hylab.errors import UserError
 from lightning_modules import optim
-from lightning_modules.image_classification import smoothed_cross_entropy
+from lightning_modules.classifier import smoothed_cross_entropy
 
 
 def test_smoothed_cross_entropy_hard_and_soft_targets_match_formula():

@@ -67,7 +67,7 @@ def test_corrupt_entry_is_moved_aside_not_used(tmp_path):
 
 def test_load_net_rejects_mismatched_shapes(tmp_path):
     _, record = run_in_process(BASE, tmp_path / "run")
-    from lightning_modules.nets.seresnet import seresnet_mnist
+    from lightning_modules.image.nets.seresnet import seresnet_mnist
 
     with pytest.raises(UserError, match="shape mismatch"):
         load_net(record["checkpoints"]["last"], "teacher", expected=seresnet_mnist(num_classes=7))
