@@ -1,7 +1,7 @@
 """Does distillation help a small ViT? DeiT students side by side, same data, epochs and seeds.
 
-    uv run python bench/distill.py                       # the table in docs/RESULTS.md (DeiT section)
-    uv run python bench/distill.py --subset 200 --epochs 1 --teacher-epochs 1 --seeds 0   # a plumbing check
+    uv run python -m bench.distill                       # the table in docs/RESULTS.md (DeiT section)
+    uv run python -m bench.distill --subset 200 --epochs 1 --teacher-epochs 1 --seeds 0   # a plumbing check
 
 Every row is one `python run.py experiment=... <overrides>` (printed with its result), so each
 number can be reproduced alone. The teacher is the SE-ResNet experiment on the same data subset,
@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from datamodules.image.sources import DEBIAN_FASHION_MNIST
 
-from datamodules.image.sources import DEBIAN_FASHION_MNIST  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # The SE-ResNet teacher, shrunk for a CPU budget: one SE block per stage, 16 -> 32 -> 64 channels
 # (about 10x fewer multiply-adds than seresnet_mnist, whose forward pass would otherwise cost

@@ -3,23 +3,13 @@
 import pytest
 
 from hylab.errors import UserError
-from hylab.settings import check_node
-from tests.helpers import EXPERIMENTS, compose_run
-
-
-def check_run(overrides: list[str], run_dir) -> None:
-    cfg = compose_run(overrides, run_dir)
-    check_node(cfg.model, "model")
-    check_node(cfg.data, "data")
-    for name, node in cfg.callbacks.items():
-        if node is not None:
-            check_node(node, f"callbacks.{name}")
+from tests.helpers import EXPERIMENTS, check_settings
 
 
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.startswith("har_")])
 @pytest.mark.parametrize("net", ["har_cnn", "har_transformer"])
 def test_every_experiment_fits_its_schemas(experiment, net, tmp_path):
-    check_run([f"experiment={experiment}", f"model/net={net}"], tmp_path / "run")
+    check_settings([f"experiment={experiment}", f"model/net={net}"], tmp_path / "run")
 
 
 @pytest.mark.parametrize("override,message", [
@@ -34,5 +24,5 @@ def test_every_experiment_fits_its_schemas(experiment, net, tmp_path):
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(override, message, tmp_path):
     with pytest.raises(UserError, match=message) as error:
-        check_run(["experiment=har_finetune", override], tmp_path / "run")
+        check_settings(["experiment=har_finetune", override], tmp_path / "run")
     assert "\n" not in str(error.value)

@@ -3,24 +3,14 @@
 import pytest
 
 from hylab.errors import UserError
-from hylab.settings import check_node
-from tests.helpers import EXPERIMENTS, compose_run
+from tests.helpers import EXPERIMENTS, check_settings
 
 IMAGE_EXPERIMENTS = [e for e in EXPERIMENTS if e.startswith(("seresnet_", "deit_"))]
 
 
-def check_run(overrides: list[str], run_dir) -> None:
-    cfg = compose_run(overrides, run_dir)
-    check_node(cfg.model, "model")
-    check_node(cfg.data, "data")
-    for name, node in cfg.callbacks.items():
-        if node is not None:
-            check_node(node, f"callbacks.{name}")
-
-
 @pytest.mark.parametrize("experiment", IMAGE_EXPERIMENTS)
 def test_every_experiment_fits_its_schemas(experiment, tmp_path):
-    check_run([f"experiment={experiment}"], tmp_path / "run")
+    check_settings([f"experiment={experiment}"], tmp_path / "run")
 
 
 @pytest.mark.parametrize("override,message", [
@@ -36,12 +26,12 @@ def test_every_experiment_fits_its_schemas(experiment, tmp_path):
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(override, message, tmp_path):
     with pytest.raises(UserError, match=message) as error:
-        check_run(["experiment=deit_distill", override], tmp_path / "run")
+        check_settings(["experiment=deit_distill", override], tmp_path / "run")
     assert "\n" not in str(error.value)
 
 
 def test_seresnet_settings_are_checked_too(tmp_path):
     with pytest.raises(UserError, match=r"^model.net.se_reduction=0 is out of range"):
-        check_run(["experiment=seresnet_digits", "model.net.se_reduction=0"], tmp_path / "run")
+        check_settings(["experiment=seresnet_digits", "model.net.se_reduction=0"], tmp_path / "run")
     with pytest.raises(UserError, match=r"^data.val_fraction=1.5 is out of range"):
-        check_run(["experiment=seresnet_digits", "data.val_fraction=1.5"], tmp_path / "run")
+        check_settings(["experiment=seresnet_digits", "data.val_fraction=1.5"], tmp_path / "run")
