@@ -138,3 +138,13 @@ def test_mnist_layout_under_data_dir(tmp_path):
     overrides = ["experiment=seresnet_mnist5k", "data=mnist", f"data.data_dir={tmp_path / 'data'}", "debug=fdr"]
     _, record = run_in_process(overrides, tmp_path / "run")
     assert record["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_short_run_learns_the_digits(tmp_path):
+    """Two epochs on the 8x8 digits (about 40 steps) get far above chance (0.1): a broken loss,
+    label pipeline or optimizer wiring would not."""
+    overrides = ["experiment=seresnet_digits", "trainer.max_epochs=2", "model.scheduler.warmup_epochs=0", *LIMIT[1:]]
+    _, record = run_in_process(overrides, tmp_path / "run")
+    assert record["metrics"]["test/acc"] > 0.5
+    assert record["metrics"]["val/acc_best"] > 0.5
