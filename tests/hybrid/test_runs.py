@@ -13,7 +13,11 @@ HYBRID = [e for e in EXPERIMENTS if e.startswith("hybrid_")]
 # GPU recipes run here at the CPU size: same config, the tiny net, one batch
 ON_CPU = ["model/net=hybrid_tiny", "trainer=cpu", "trainer.precision=32", "data.num_workers=0", "data.batch_size=16"]
 FROM_STORE = ("hybrid_supcon_probe", "hybrid_lora")
-QUICK_STORE = "[debug=limit,trainer.limit_train_batches=1,trainer.limit_val_batches=1,trainer.limit_test_batches=1,trainer.max_epochs=1]"
+QUICK = ["debug=limit", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.max_epochs=1"]
+
+
+def as_list(overrides: list[str]) -> str:
+    return "[" + ",".join(f"'{o}'" for o in overrides) + "]"
 
 
 def overrides_for(experiment: str) -> list[str]:
@@ -66,11 +70,11 @@ def test_gpu_recipe_fast_dev_run_at_cpu_size(experiment, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", FROM_STORE)
 def test_encoder_comes_from_the_store_and_is_reused(experiment, tmp_path):
-    store = [f"callbacks.encoder_from_store.overrides={QUICK_STORE}", f"store.dir={tmp_path / 'store'}"]
+    store = [f"callbacks.encoder_from_store.overrides={as_list(QUICK)}", f"store.dir={tmp_path / 'store'}"]
     if experiment == "hybrid_lora":
         if not DEBIAN_FASHION_MNIST.is_dir():
             pytest.skip("Fashion-MNIST not installed")
-        store = [f"callbacks.encoder_from_store.overrides=[data=fashion_mnist,+data.train_subset=256,{QUICK_STORE[1:-1]}]", store[1]]
+        store = [f"callbacks.encoder_from_store.overrides={as_list(['data=fashion_mnist', '+data.train_subset=256', *QUICK])}", store[1]]
     _, first = run_in_process([*overrides_for(experiment), *store], tmp_path / "first")
     assert first["status"] == "completed"
     entries = list((tmp_path / "store").glob("*/entry.json"))
