@@ -105,7 +105,7 @@ def compressors(train: bytes, val: bytes) -> dict[str, float]:
 
 
 def generation_speed(net, prompt: list[int], new_tokens: int, num_samples: int) -> dict:
-    from lightning_modules.gpt_engine import generate_tokens
+    from lightning_modules.gpt.engine import generate_tokens
 
     timings, outputs = {}, {}
     for use_cache in (True, False):
@@ -146,8 +146,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from datamodules.gpt_tokenizer import evaluate_tokenizer
-    from lightning_modules.gpt_checkpoint import build_net, read_gpt_checkpoint
+    from datamodules.gpt.tokenizer import evaluate_tokenizer
+    from lightning_modules.gpt.checkpoint import build_net, read_gpt_checkpoint
 
     if args.reuse:
         record = json.loads((OUT / "train_record.json").read_text())
@@ -165,7 +165,7 @@ def main() -> None:
     val_tokens = np.fromfile(val_file, dtype=dtype)
     bpb, counted = heldout_bpb(net, val_tokens, torch.from_numpy(tokenizer.token_bytes), checkpoint.config.sequence_len)
 
-    from datamodules.gpt_corpus import load_documents, split_documents
+    from datamodules.gpt.corpus import load_documents, split_documents
 
     data_cfg = cfg["data"]
     train_docs, val_docs = split_documents(

@@ -116,8 +116,8 @@ def test_gpt_sft_needs_a_gpt_checkpoint(data_dir, tmp_path):
 
 
 def test_net_that_does_not_match_the_checkpoint_is_refused(base_run):
-    from lightning_modules.gpt import GPTLanguageModel
-    from lightning_modules.nets.gpt import GPT, GPTConfig
+    from lightning_modules.gpt.module import GPTLanguageModel
+    from lightning_modules.gpt.nets import GPT, GPTConfig
 
     _, base = base_run
     wrong = GPT(GPTConfig(vocab_size=300, sequence_len=16, n_layer=2, n_head=2, n_embd=16))
