@@ -146,7 +146,7 @@ def _plain(node):
 def parse_settings(schema: type[T], node: Mapping | None, key: str, ignore: tuple[str, ...] = ()) -> T:
     """`node` as a `schema` dataclass; unknown keys, wrong types and out-of-range values raise a
     one-line UserError that names `key.<field>`, the value and what is allowed."""
-    values = dict(_plain(node) or {})
+    values = {name: _plain(value) for name, value in dict(_plain(node) or {}).items()}  # check_node passes config values
     for name in ignore:
         values.pop(name, None)
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
