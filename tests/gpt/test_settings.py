@@ -16,6 +16,7 @@ def test_every_gpt_experiment_passes_the_settings_check(experiment, tmp_path):
     cfg = compose_run([f"experiment={experiment}"], tmp_path / "run")
     check_node(cfg.model, "model")
     check_node(cfg.data, "data")
+    check_node(cfg.callbacks.throughput, "callbacks.throughput")
     parse_settings(GenerationSettings, cfg.generation, "generation")
 
 
@@ -46,3 +47,11 @@ def test_generation_settings_come_from_the_config_only(tmp_path):
     with pytest.raises(UserError, match="generation.beams is not a setting of generation"):
         parse_settings(GenerationSettings, cfg.generation, "generation")
     assert parse_settings(GenerationSettings, compose_run(["experiment=gpt_tiny"], tmp_path / "run3").generation, "generation").prompt == "def "
+
+
+def test_the_throughput_callback_stays_out_of_the_training_hash(tmp_path):
+    from hylab.store import training_hash
+
+    base = training_hash(compose_run(["experiment=gpt_tiny"], tmp_path / "a"))
+    assert training_hash(compose_run(["experiment=gpt_tiny", "callbacks.throughput.window_size=5"], tmp_path / "b")) == base
+    assert training_hash(compose_run(["experiment=gpt_tiny", "callbacks.early_stopping.patience=6"], tmp_path / "c")) != base
