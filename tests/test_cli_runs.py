@@ -47,7 +47,9 @@ def test_ddp_inside_an_optuna_sweep_keeps_one_folder_per_trial(tmp_path):
         assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (d / "train_ddp_process_1.log").read_text()
         assert json.loads((d / "metrics.json").read_text())["status"] == "completed"
     (study_dir,) = {d.parent for d in dirs}
-    assert len(yaml.safe_load((study_dir / "best_overrides.yaml").read_text())) >= 3
+    values = {d.name: json.loads((d / "metrics.json").read_text())["optimized_metric"]["value"] for d in dirs}
+    best = yaml.safe_load((study_dir / "best_overrides.yaml").read_text())
+    assert best["best_value"] == max(values.values()) == values[f"trial_{best['best_trial']}"] and len(best["overrides"]) == 3
 
 
 @pytest.mark.slow
