@@ -2,7 +2,7 @@
 the learned covariance alone (beta = 0), classical MUSIC on the sample covariance of the same
 snapshots, and the Cramer-Rao bound of the coded-snapshot model.
 
-    uv run python bench/ris.py --hybrid <run>/checkpoints/last.ckpt --learned <run>/checkpoints/last.ckpt
+    uv run python -m bench.ris --hybrid <run>/checkpoints/last.ckpt --learned <run>/checkpoints/last.ckpt
 
 Every method sees the same scenes (split "bench", never used in training) and is given the true
 K, as the CRB assumes; source-count accuracy is reported separately (count head vs MDL/AIC).
@@ -18,14 +18,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from datamodules.ris import SimulatedScenes  # noqa: E402
-from datamodules.ris_physics import steering  # noqa: E402
-from datamodules.ris_scenes import SceneConfig  # noqa: E402
-from lightning_modules.ris import RISLocalizer  # noqa: E402
-from lightning_modules.ris_crb import fisher_information, position_crb  # noqa: E402
-from lightning_modules.ris_metrics import match_sources, truth_of  # noqa: E402
+from datamodules.ris.datamodule import SimulatedScenes
+from datamodules.ris.physics import steering
+from datamodules.ris.scenes import SceneConfig
+from lightning_modules.ris.module import RISLocalizer
+from lightning_modules.ris.crb import fisher_information, position_crb
+from lightning_modules.ris.metrics import match_sources, truth_of
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.ris_physics import RISGeometry, as_complex, ridge_backprojection, safe_eigh, sample_covariance_factor, steering
+from datamodules.ris.physics import RISGeometry, as_complex, ridge_backprojection, safe_eigh, sample_covariance_factor, steering
 
 
 class ResidualBlock(nn.Module):

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.loaders import make_loader
-from datamodules.ris_physics import RISGeometry
-from datamodules.ris_scenes import SceneConfig, network_batch, scene_generator, simulate_scene, stack_scenes
+from datamodules.ris.physics import RISGeometry
+from datamodules.ris.scenes import SceneConfig, network_batch, scene_generator, simulate_scene, stack_scenes
 from hylab.errors import UserError
 from hylab.records import atomic_write_text
 

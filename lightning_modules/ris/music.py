@@ -14,7 +14,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-from datamodules.ris_physics import RISGeometry, safe_eigh, steering
+from datamodules.ris.physics import RISGeometry, safe_eigh, steering
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from datamodules.ris_physics import (
+from datamodules.ris.physics import (
     RISGeometry,
     as_real,
     bs_ris_channel,

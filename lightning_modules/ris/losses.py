@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.ris_covariance import HybridCovariance, blend_spectrum
+from lightning_modules.ris.covariance import HybridCovariance, blend_spectrum
 
 
 @dataclass

@@ -10,8 +10,8 @@ hylab.figures.log_figure (PNG under the run's plots/ and to every logger that ta
 import lightning as L
 import torch
 
-from datamodules.ris_physics import safe_eigh
-from lightning_modules.ris_covariance import HybridCovariance
+from datamodules.ris.physics import safe_eigh
+from lightning_modules.ris.covariance import HybridCovariance
 
 
 def numerical_rank(eigvals: torch.Tensor, tolerance: float = 1e-6) -> torch.Tensor:

@@ -15,19 +15,19 @@ import torch
 from torch import nn
 from torchmetrics import MinMetric, SumMetric
 
-from datamodules.ris_physics import RISGeometry, as_complex, safe_eigh, steering
+from datamodules.ris.physics import RISGeometry, as_complex, safe_eigh, steering
 from hylab.errors import UserError
 from hylab.instantiate import plain_settings
 from lightning_modules.optim import configure_optimizers
-from lightning_modules.ris_covariance import HybridCovariance, hybrid_covariance
-from lightning_modules.ris_losses import (
+from lightning_modules.ris.covariance import HybridCovariance, hybrid_covariance
+from lightning_modules.ris.losses import (
     LossWeights,
     count_loss,
     covariance_losses,
     heatmap_loss,
 )
-from lightning_modules.ris_metrics import match_sources, truth_of
-from lightning_modules.ris_music import NearFieldMusic, SearchGrid, information_criteria
+from lightning_modules.ris.metrics import match_sources, truth_of
+from lightning_modules.ris.music import NearFieldMusic, SearchGrid, information_criteria
 
 K_SOURCES = ("truth", "head", "mdl", "aic")
 
