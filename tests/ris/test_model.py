@@ -29,7 +29,7 @@ def batch_of(count: int, seed: int = 0, snr_db: float | None = None) -> dict:
 
 
 def small_net(**kwargs) -> RISBeamspaceNet:
-    return RISBeamspaceNet(GEOMETRY, angle_step_deg=15.0, inverse_range_bins=3, channels=8, blocks=1, **kwargs)
+    return RISBeamspaceNet(geometry=GEOMETRY, angle_step_deg=15.0, inverse_range_bins=3, channels=8, blocks=1, **kwargs)
 
 
 def small_module(net=None, **kwargs) -> RISLocalizer:
