@@ -2,7 +2,8 @@
 
 `Geometry` is the one list of geometry keys: `data.geometry` in the config, given as is to the
 model and the net (`${data.geometry}`); `physics.RISGeometry` adds the arrays to it.
-`SceneSettings` is the simulator's part of `data`, `RISDataSettings` all of it.
+`SourceSpace` is what the simulator and the net share, `SceneSettings` the simulator's part
+of `data`, `RISDataSettings` all of it.
 """
 
 from dataclasses import dataclass, field
@@ -27,9 +28,17 @@ class Geometry:
     bs_azimuth_deg: float = field(default=40.0, metadata=between(-180, 180))
 
 
+def ordered_intervals(settings, *keys: str) -> None:
+    for key in keys:
+        low, high = getattr(settings, key)
+        if not low <= high:
+            raise UserError(f"data.{key}=[{low}, {high}]: the first value must not exceed the second")
+
+
 @dataclass(frozen=True)
-class SceneSettings:
-    """What a simulated scene depends on (besides its seed): see scenes.simulate_scene."""
+class SourceSpace:
+    """The array, the snapshot count and the box the sources lie in: what the simulator and the
+    net share (the net gets the data's values by interpolation)."""
 
     geometry: Geometry = field(default_factory=Geometry)
     snapshots: int = field(default=16, metadata=between(2))
@@ -37,21 +46,28 @@ class SceneSettings:
     azimuth_deg: Interval = (-60.0, 60.0)
     elevation_deg: Interval = (-30.0, 30.0)
     range_m: Interval = (0.5, 10.0)
+
+    def __post_init__(self):
+        ordered_intervals(self, "azimuth_deg", "elevation_deg", "range_m")
+        if self.range_m[0] <= 0:
+            raise UserError(f"data.range_m starts at {self.range_m[0]}: ranges must be positive")
+        if not 1 <= self.k_max < self.snapshots:
+            raise UserError(f"data.k_max={self.k_max} must be in 1..snapshots-1 ({self.snapshots - 1}): "
+                            "the sample covariance of L snapshots has rank at most L-1")
+
+
+@dataclass(frozen=True)
+class SceneSettings(SourceSpace):
+    """What a simulated scene depends on (besides its seed): see scenes.simulate_scene."""
+
     snr_db: Interval = (-5.0, 20.0)
     min_separation_deg: float = field(default=10.0, metadata=non_negative())
     rician_k_db: float = 0.0
     code_bits: int = field(default=0, metadata=non_negative())
 
     def __post_init__(self):
-        for key in ("azimuth_deg", "elevation_deg", "range_m", "snr_db"):
-            low, high = getattr(self, key)
-            if not low <= high:
-                raise UserError(f"data.{key}=[{low}, {high}]: the first value must not exceed the second")
-        if self.range_m[0] <= 0:
-            raise UserError(f"data.range_m starts at {self.range_m[0]}: ranges must be positive")
-        if not 1 <= self.k_max < self.snapshots:
-            raise UserError(f"data.k_max={self.k_max} must be in 1..snapshots-1 ({self.snapshots - 1}): "
-                            "the sample covariance of L snapshots has rank at most L-1")
+        super().__post_init__()
+        ordered_intervals(self, "snr_db")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ is imported). The geometry is the data side's `Geometry` (the config passes `${d
 from dataclasses import dataclass, field
 from typing import Literal
 
-from datamodules.ris.settings import Geometry, Interval
+from datamodules.ris.settings import Geometry, Interval, SourceSpace
 from hylab.settings import between, non_negative, positive
 
 
@@ -52,13 +52,7 @@ class RISLocalizerSettings:
 
 
 @dataclass(frozen=True)
-class BeamspaceNetSettings:
-    geometry: Geometry = field(default_factory=Geometry)
-    snapshots: int = field(default=16, metadata=between(2))
-    k_max: int = field(default=5, metadata=positive())
-    azimuth_deg: Interval = (-60.0, 60.0)
-    elevation_deg: Interval = (-30.0, 30.0)
-    range_m: Interval = (0.5, 10.0)
+class BeamspaceNetSettings(SourceSpace):
     angle_step_deg: float = field(default=5.0, metadata=positive())
     inverse_range_bins: int = field(default=7, metadata=positive())
     channels: int = field(default=32, metadata=positive())

@@ -41,7 +41,7 @@ def test_classical_task_refuses_a_model_with_a_learned_part(tmp_path):
 
 @pytest.mark.slow
 def test_fit_logs_covariance_statistics_and_test_reproduces_from_the_checkpoint(tmp_path):
-    overrides = ["experiment=ris_hybrid", "debug=limit", "lightning_modules.ris.callbacks.every_n_steps=1", *TINY, *TINY_NET]
+    overrides = ["experiment=ris_hybrid", "debug=limit", "callbacks.ris_covariance_logger.every_n_steps=1", *TINY, *TINY_NET]
     _, trained = run_in_process(overrides, tmp_path / "train")
     with open(tmp_path / "train" / "csv" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))

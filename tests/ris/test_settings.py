@@ -44,3 +44,15 @@ def test_the_packages_and_their_settings_import_no_torch():
     code = ("import sys, datamodules.ris.settings, lightning_modules.ris.settings, lightning_modules.ris; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_the_covariance_logger_stays_out_of_the_training_hash(tmp_path):
+    from hylab.store import training_hash
+
+    def hash_of(*overrides):
+        return training_hash(compose_run(["experiment=ris_hybrid", *overrides], tmp_path))
+
+    base = hash_of()
+    assert hash_of("callbacks.ris_covariance_logger.plot_spectrum=false") == base
+    assert hash_of("callbacks.ris_covariance_logger.every_n_steps=5") == base
+    assert hash_of("model.beta=0.5") != base
