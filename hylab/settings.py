@@ -214,8 +214,7 @@ def check_node(node: Mapping, key: str) -> None:
     schema = schema_for(target) if target else None
     object_keys = tuple(name for name, child in node.items() if _is_object(child))
     if schema is not None:
-        values = {k: _plain(v) for k, v in node.items() if k not in HYDRA_KEYS and k not in object_keys}
-        parse_settings(schema, values, key)
+        parse_settings(schema, {k: v for k, v in node.items() if k not in HYDRA_KEYS}, key, ignore=object_keys)
     for name in object_keys:
         check_node(node[name], f"{key}.{name}")
 
