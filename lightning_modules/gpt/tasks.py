@@ -1,4 +1,4 @@
-"""The GPT family's tasks that are not a Trainer loop (registered in hylab/tasks.py):
+"""The GPT family's tasks that are not a Trainer loop (registered in conf/tasks/gpt.yaml):
 
     task=train_tokenizer   train the BPE of data=gpt_* and report bytes per token on held-out text
     task=generate          ckpt_path=... generation.prompt="..."   prompt in, text out (stdout)
@@ -9,31 +9,27 @@ import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from datamodules.gpt_tokenizer import (
-    ASSISTANT_START,
-    SPECIAL_TOKENS,
-    describe,
-    evaluate_tokenizer,
-)
+from datamodules.gpt.tokenizer import ASSISTANT_START, SPECIAL_TOKENS, describe, evaluate_tokenizer
 from hylab.errors import UserError
 from hylab.instantiate import build
 from hylab.records import atomic_write_text
+from hylab.settings import parse_settings
 from hylab.tasks import TaskResult
-from lightning_modules.gpt_checkpoint import build_net, read_gpt_checkpoint
-from lightning_modules.gpt_engine import StreamingDecoder, generate, generate_tokens
+from lightning_modules.gpt.checkpoint import build_net, read_gpt_checkpoint
+from lightning_modules.gpt.engine import StreamingDecoder, generate, generate_tokens
+from lightning_modules.gpt.settings import GenerationSettings
 
 log = logging.getLogger("hylab")
 
-GENERATION_DEFAULTS = {"prompt": "", "max_new_tokens": 256, "num_samples": 1, "temperature": 0.8, "top_k": 50, "seed": None, "use_cache": True}
-
 
 def train_tokenizer(cfg: DictConfig) -> TaskResult:
-    from datamodules.gpt_text import TextDataModule
+    from datamodules.gpt.datamodule import TextDataModule
 
     datamodule = build(cfg.data)
     if not isinstance(datamodule, TextDataModule):
@@ -48,13 +44,10 @@ def train_tokenizer(cfg: DictConfig) -> TaskResult:
     return TaskResult(metrics=metrics, extra={"tokenizer": str(path), "cached_at": str(datamodule.cache_dir())})
 
 
-def generation_settings(cfg: DictConfig) -> dict:
-    settings = dict(GENERATION_DEFAULTS)
-    settings.update(cfg.get("generation") or {})
-    unknown = set(settings) - set(GENERATION_DEFAULTS)
-    if unknown:
-        raise UserError(f"generation has unknown keys {sorted(unknown)}; allowed: {', '.join(GENERATION_DEFAULTS)}")
-    return settings
+def generation_settings(cfg: DictConfig) -> GenerationSettings:
+    if cfg.get("generation") is None:
+        raise UserError(f"task={cfg.task} reads the sampling settings from `generation`: add `- /generation: gpt` to the experiment's defaults")
+    return parse_settings(GenerationSettings, cfg.generation, "generation")
 
 
 def load_for_sampling(cfg: DictConfig):
@@ -69,24 +62,23 @@ def load_for_sampling(cfg: DictConfig):
 def generate_text(cfg: DictConfig) -> TaskResult:
     net, tokenizer = load_for_sampling(cfg)
     g = generation_settings(cfg)
-    prompt = [tokenizer.bos_id, *tokenizer.encode(str(g["prompt"]))]
+    prompt = [tokenizer.bos_id, *tokenizer.encode(g.prompt)]
     started = time.perf_counter()
     try:
         rows = generate_tokens(
-            net, prompt, int(g["max_new_tokens"]), stop_ids=[tokenizer.bos_id], num_samples=int(g["num_samples"]),
-            temperature=float(g["temperature"]), top_k=g["top_k"], seed=g["seed"], vocab_limit=tokenizer.vocab_size,
-            use_cache=bool(g["use_cache"]),
+            net, prompt, g.max_new_tokens, stop_ids=[tokenizer.bos_id], num_samples=g.num_samples,
+            temperature=g.temperature, top_k=g.top_k, seed=g.seed, vocab_limit=tokenizer.vocab_size, use_cache=g.use_cache,
         )
     except ValueError as err:
         raise UserError(f"generation: {err}; shorten generation.prompt or lower generation.max_new_tokens") from None
     seconds = time.perf_counter() - started
-    texts = [g["prompt"] + tokenizer.decode(row, skip_special=True) for row in rows]
+    texts = [g.prompt + tokenizer.decode(row, skip_special=True) for row in rows]
     for i, text in enumerate(texts):
         if len(texts) > 1:
             print(f"--- sample {i}")
         print(text, flush=True)
     path = Path(cfg.paths.output_dir) / "generations.json"
-    atomic_write_text(path, json.dumps({"settings": g, "checkpoint": str(cfg.ckpt_path), "texts": texts}, indent=2) + "\n")
+    atomic_write_text(path, json.dumps({"settings": asdict(g), "checkpoint": str(cfg.ckpt_path), "texts": texts}, indent=2) + "\n")
     new_tokens = sum(len(row) for row in rows)
     metrics = {"generate/new_tokens": new_tokens, "generate/tokens_per_sec": new_tokens / max(seconds, 1e-9)}
     return TaskResult(metrics=metrics, checkpoints={"evaluated": str(cfg.ckpt_path)}, extra={"generations": str(path)})
@@ -94,7 +86,7 @@ def generate_text(cfg: DictConfig) -> TaskResult:
 
 def fit_to_context(tokenizer, conversation: list, max_new_tokens: int, max_positions: int) -> list[int]:
     """The prompt for the next reply, dropping the oldest exchanges until reply room is left."""
-    from datamodules.gpt_chat import render_for_reply
+    from datamodules.gpt.chat import render_for_reply
 
     while True:
         prompt = render_for_reply(tokenizer, conversation)
@@ -103,13 +95,13 @@ def fit_to_context(tokenizer, conversation: list, max_new_tokens: int, max_posit
         conversation[:] = conversation[2:]
 
 
-def stream_reply(net, tokenizer, prompt: list[int], g: dict, out) -> list[int]:
+def stream_reply(net, tokenizer, prompt: list[int], g: GenerationSettings, out) -> list[int]:
     """Print the reply token by token as it is sampled; stop at any special token."""
     stops = {tokenizer.id_of(token) for token in SPECIAL_TOKENS}
     decoder, reply = StreamingDecoder(tokenizer.decode), []
     for column in generate(
-        net, prompt, int(g["max_new_tokens"]), temperature=float(g["temperature"]), top_k=g["top_k"],
-        seed=g["seed"], vocab_limit=tokenizer.vocab_size, use_cache=bool(g["use_cache"]),
+        net, prompt, g.max_new_tokens, temperature=g.temperature, top_k=g.top_k,
+        seed=g.seed, vocab_limit=tokenizer.vocab_size, use_cache=g.use_cache,
     ):
         token = int(column[0])
         if token in stops:
@@ -123,7 +115,7 @@ def stream_reply(net, tokenizer, prompt: list[int], g: dict, out) -> list[int]:
 def chat(cfg: DictConfig) -> TaskResult:
     net, tokenizer = load_for_sampling(cfg)
     g = generation_settings(cfg)
-    max_new = min(int(g["max_new_tokens"]), net.config.max_positions // 2)
+    max_new = min(g.max_new_tokens, net.config.max_positions // 2)
     if tokenizer.id_of(ASSISTANT_START) is None:
         raise UserError(f"ckpt_path={cfg.ckpt_path} has a tokenizer without chat tokens")
     out = sys.stdout

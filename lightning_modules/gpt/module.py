@@ -1,53 +1,19 @@
-"""GPT language modelling: next-token cross-entropy, bits per byte, Muon + AdamW.
+"""GPTLanguageModel: a GPT trained on next-token cross-entropy (losses.py), evaluated in bits per
+byte (metrics.py), optimized by Muon + AdamW (optim.py)."""
 
-Loss: mean over target tokens of -log p(target), targets of -1 ignored (the chat loss mask).
-
-Bits per byte (the tokenizer-independent measure; nanochat's `evaluate_bpb`):
-    bpb = sum_i nats_i / (ln 2 * sum_i bytes_i)
-over the target tokens i that stand for text (special tokens have 0 bytes and are left out of
-both sums), bytes_i = UTF-8 length of token i. Summed over the whole validation set (and all
-ranks) before dividing, so it is exact rather than a mean of per-batch ratios.
-"""
-
-import math
 from functools import partial
 
 import lightning as L
 import torch
-from torchmetrics import Metric, MinMetric
+from torchmetrics import MinMetric
 
 from hylab.errors import UserError
-from lightning_modules.gpt_checkpoint import CHECKPOINT_KEY, checkpoint_entry, load_weights, read_gpt_checkpoint
-from lightning_modules.gpt_optim import build_gpt_optimizer
-from lightning_modules.nets.gpt import GPT
+from lightning_modules.gpt.checkpoint import CHECKPOINT_KEY, checkpoint_entry, load_weights, read_gpt_checkpoint
+from lightning_modules.gpt.losses import next_token_loss
+from lightning_modules.gpt.metrics import BitsPerByte
+from lightning_modules.gpt.nets import GPT
+from lightning_modules.gpt.optim import build_gpt_optimizer
 from lightning_modules.optim import with_schedule
-
-
-class BitsPerByte(Metric):
-    """Accumulates nats and bytes over target tokens; computes (mean loss in nats, bits per byte)."""
-
-    full_state_update = False
-
-    def __init__(self):
-        super().__init__()
-        for name in ("nats", "tokens", "text_nats", "text_bytes"):
-            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, nats: torch.Tensor, targets: torch.Tensor, token_bytes: torch.Tensor) -> None:
-        """nats, targets: (N,) per target token; token_bytes: (vocab,) UTF-8 bytes of each id."""
-        valid = targets >= 0
-        nbytes = token_bytes[targets.clamp_min(0)] * valid
-        text = nbytes > 0
-        self.nats += nats[valid].double().sum()
-        self.tokens += valid.sum()
-        self.text_nats += nats[text].double().sum()
-        self.text_bytes += nbytes.double().sum()
-
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # 0 / 0 gives NaN on purpose: a split with no counted token has no value, not a perfect one.
-        loss = self.nats / self.tokens
-        bpb = self.text_nats / (math.log(2) * self.text_bytes)
-        return loss.float(), bpb.float()
 
 
 class GPTLanguageModel(L.LightningModule):
@@ -109,12 +75,12 @@ class GPTLanguageModel(L.LightningModule):
 
     def on_fit_start(self) -> None:
         if self.trainer.is_global_zero:
-            from datamodules.gpt_tokenizer import GPTTokenizer
+            from datamodules.gpt.tokenizer import GPTTokenizer
 
             GPTTokenizer.from_str(self.tokenizer_json).save(f"{self.trainer.default_root_dir}/tokenizer.json")
 
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):
-        return self.net(inputs, targets, reduction=reduction)
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs)
 
     @property
     def flops_per_batch(self) -> int:
@@ -126,7 +92,7 @@ class GPTLanguageModel(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
         self.batch_tokens = inputs.numel()
-        loss = self(inputs, targets)
+        loss = next_token_loss(self(inputs), targets)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
@@ -137,7 +103,7 @@ class GPTLanguageModel(L.LightningModule):
     def _evaluate(self, batch, metric: BitsPerByte) -> None:
         inputs, targets = batch
         self.batch_tokens = inputs.numel()
-        nats = self(inputs, targets, reduction="none")
+        nats = next_token_loss(self(inputs), targets, reduction="none")
         metric.update(nats, targets.flatten(), self.token_bytes)
 
     def _log_totals(self, metric: BitsPerByte, stage: str) -> torch.Tensor:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from lightning_modules.nets.gpt import GPT
+from lightning_modules.gpt.nets import GPT
 
 
 class KVCache:

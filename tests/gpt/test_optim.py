@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from hylab.errors import UserError
-from lightning_modules.gpt_optim import CombinedOptimizer, build_gpt_optimizer, gpt_parameter_roles, warmdown_factor, warmup_warmdown
-from lightning_modules.nets.gpt import GPT, GPTConfig
+from lightning_modules.gpt.losses import next_token_loss
+from lightning_modules.gpt.nets import GPT, GPTConfig
+from lightning_modules.gpt.optim import CombinedOptimizer, build_gpt_optimizer, gpt_parameter_roles, warmdown_factor, warmup_warmdown
 
 MUON = partial(torch.optim.Muon, lr=0.02, weight_decay=0.0)
 ADAMW = partial(torch.optim.AdamW, lr=0.3, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0)
@@ -23,7 +24,7 @@ def train_steps(net: GPT, optimizer: torch.optim.Optimizer, steps: int) -> None:
     torch.manual_seed(1)
     for _ in range(steps):
         x = torch.randint(0, 50, (4, 9))
-        net(x[:, :-1], x[:, 1:]).backward()
+        next_token_loss(net(x[:, :-1]), x[:, 1:]).backward()
         optimizer.step()
         optimizer.zero_grad()
 

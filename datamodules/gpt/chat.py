@@ -21,10 +21,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.gpt_corpus import Document, load_documents, split_documents
-from datamodules.gpt_text import TokenDataModule
-from datamodules.gpt_tokenizer import ASSISTANT_END, ASSISTANT_START, USER_END, USER_START, GPTTokenizer
-from hylab.errors import UserError
+from datamodules.gpt.corpus import Document
+from datamodules.gpt.tokenizer import ASSISTANT_END, ASSISTANT_START, USER_END, USER_START, GPTTokenizer
 
 Message = dict[str, str]  # {"role": "user" | "assistant", "content": ...}
 QUESTIONS = ("What does `{}` do?", "Explain `{}`.", "What is `{}` for?", "Tell me about `{}`.")
@@ -145,46 +143,3 @@ class ConversationSet(Dataset):
             inputs[r, : len(ids) - 1] = ids_t[:-1]
             targets[r, : len(ids) - 1] = ids_t[1:].masked_fill(~mask_t[1:], -1)
         return inputs, targets
-
-
-class ChatDataModule(TokenDataModule):
-    """Docstring Q&A conversations for SFT, tokenized with the base model's tokenizer."""
-
-    def __init__(
-        self,
-        tokenizer_from: str | None = None,
-        source: str = "stdlib",
-        data_dir: str = "data",
-        paths: Sequence[str] = (),
-        val_fraction: float = 0.05,
-        max_bytes: int | None = None,
-        sequence_len: int = 256,
-        batch_size: int = 16,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-    ):
-        super().__init__()
-        paths = [str(p) for p in paths]  # plain values only: checkpoints load with weights_only=True
-        if not tokenizer_from:
-            raise UserError(
-                "chat fine-tuning starts from a GPT checkpoint and uses its tokenizer: add "
-                "model.init_from=<run dir of experiment=gpt_tiny>/checkpoints/last.ckpt"
-            )
-        self.save_hyperparameters(logger=False)
-        from lightning_modules.gpt_checkpoint import read_gpt_checkpoint
-
-        self.tokenizer = read_gpt_checkpoint(tokenizer_from, key="model.init_from").tokenizer
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        hp = self.hparams
-        documents = load_documents(hp.source, hp.data_dir, hp.paths)
-        splits = split_documents(documents, hp.val_fraction, hp.max_bytes)
-        datasets = []
-        for name, docs in zip(("train", "val"), splits):
-            rendered = [render_conversation(self.tokenizer, c) for c in docstring_conversations(docs)]
-            if not rendered:
-                raise UserError(f"the {name} documents of data.source={hp.source} hold no docstrings to make conversations from")
-            datasets.append(ConversationSet(rendered, hp.sequence_len, self.tokenizer.bos_id))
-        self.train_set, self.val_set = datasets

@@ -17,10 +17,12 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
+from datamodules.gpt.settings import Source
 from hylab.errors import UserError
 
-SOURCES = ("stdlib", "python_docs", "austen", "files")
+SOURCES = get_args(Source)
 PYTHON_DOCS_DIR = Path("/usr/share/doc/python3-doc/html/_sources")
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")
 # Folders of the standard library that are tests or third-party code, not the library itself.

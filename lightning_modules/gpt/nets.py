@@ -8,44 +8,17 @@
 - grouped-query attention when n_kv_head < n_head (Ainslie et al. 2023), all through SDPA
 - output projections of attention and MLP start at zero, so each block starts as the identity
 
-`forward` takes an optional KV cache (lightning_modules/gpt_engine.py) for incremental decoding.
+`forward` returns the logits and takes an optional KV cache (engine.py) for incremental decoding;
+the loss is in losses.py. The config dataclass `GPTConfig` is in settings.py (torch-free).
 """
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 4096
-    sequence_len: int = 256  # training context
-    n_layer: int = 4
-    n_head: int = 4
-    n_kv_head: int | None = None  # None: as many as n_head; fewer: grouped-query attention
-    n_embd: int = 256
-    mlp_ratio: int = 4
-    logit_softcap: float = 15.0
-    rope_base: float = 10000.0
-    max_positions: int | None = None  # rotary table length (generation); None: 4 x sequence_len
-
-    def __post_init__(self):
-        self.n_kv_head = self.n_kv_head or self.n_head
-        self.max_positions = self.max_positions or 4 * self.sequence_len
-        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
-        if self.n_head % self.n_kv_head:
-            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from lightning_modules.gpt.settings import GPTConfig
 
 
 def norm(x: torch.Tensor) -> torch.Tensor:
@@ -148,8 +121,8 @@ class GPT(nn.Module):
             nn.init.zeros_(block.attn.c_proj.weight)
             nn.init.zeros_(block.mlp.c_proj.weight)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache=None, reduction: str = "mean"):
-        """Logits (B, T, V) in float32, or the cross-entropy against `targets` (-1 = ignored)."""
+    def forward(self, idx: torch.Tensor, kv_cache=None) -> torch.Tensor:
+        """Logits (B, T, V) in float32."""
         T = idx.size(1)
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.max_positions:
@@ -164,9 +137,7 @@ class GPT(nn.Module):
         cap = self.config.logit_softcap
         if cap:
             logits = cap * torch.tanh(logits / cap)
-        if targets is None:
-            return logits
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction=reduction)
+        return logits
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

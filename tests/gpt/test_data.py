@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from datamodules.gpt_chat import ConversationSet, docstring_conversations, render_conversation, render_for_reply
-from datamodules.gpt_corpus import Document, file_documents, python_docs_documents, split_chapters, split_documents
-from datamodules.gpt_text import TextDataModule
-from datamodules.gpt_tokenizer import ASSISTANT_END, ASSISTANT_START, USER_END, USER_START
+from datamodules.gpt.chat import ConversationSet, docstring_conversations, render_conversation, render_for_reply
+from datamodules.gpt.corpus import Document, file_documents, python_docs_documents, split_chapters, split_documents
+from datamodules.gpt.datamodule import TextDataModule
+from datamodules.gpt.tokenizer import ASSISTANT_END, ASSISTANT_START, USER_END, USER_START
 from hylab.errors import UserError
 
 SMALL = dict(source="stdlib", max_bytes=60_000, vocab_size=300, tokenizer_train_bytes=30_000, sequence_len=16, batch_size=4)
@@ -66,7 +66,7 @@ def test_token_files_hold_each_document_after_a_bos(datamodule):
     val_docs = datamodule.val_documents
     expected = [t for d in val_docs for t in [datamodule.tokenizer.bos_id, *datamodule.tokenizer.encode(d.text)]]
     assert tokens.tolist() == expected
-    x, y = datamodule.val_set[1]
+    x, y = datamodule.datasets["val"][1]
     assert torch.equal(x[1:], y[:-1]) and x.tolist() == expected[16:32] and y.tolist() == expected[17:33]
 
 
@@ -83,7 +83,7 @@ def test_preparation_is_cached_and_idempotent(datamodule):
 
 
 def test_dataset_pickles_without_the_token_array(datamodule):
-    dataset = datamodule.train_set
+    dataset = datamodule.datasets["train"]
     dataset[0]
     assert len(pickle.dumps(dataset)) < 1000
     assert torch.equal(pickle.loads(pickle.dumps(dataset))[3][0], dataset[3][0])

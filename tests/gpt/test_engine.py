@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lightning_modules.gpt_engine import KVCache, StreamingDecoder, generate_tokens, sample_next
-from lightning_modules.nets.gpt import GPT, GPTConfig
+from lightning_modules.gpt.engine import KVCache, StreamingDecoder, generate_tokens, sample_next
+from lightning_modules.gpt.nets import GPT, GPTConfig
 
 
 @pytest.fixture(scope="module", params=[None, 2], ids=["mha", "gqa"])

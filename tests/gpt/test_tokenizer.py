@@ -2,7 +2,7 @@
 
 import pytest
 
-from datamodules.gpt_tokenizer import (
+from datamodules.gpt.tokenizer import (
     BOS,
     MIN_VOCAB_SIZE,
     SPECIAL_TOKENS,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hylab.errors import UserError
-from tests.helpers import run_in_process
+from tests.helpers import ROOT, run_in_process
 
 
 def tiny(data_dir) -> list[str]:
@@ -116,8 +116,8 @@ def test_gpt_sft_needs_a_gpt_checkpoint(data_dir, tmp_path):
 
 
 def test_net_that_does_not_match_the_checkpoint_is_refused(base_run):
-    from lightning_modules.gpt import GPTLanguageModel
-    from lightning_modules.nets.gpt import GPT, GPTConfig
+    from lightning_modules.gpt.module import GPTLanguageModel
+    from lightning_modules.gpt.nets import GPT, GPTConfig
 
     _, base = base_run
     wrong = GPT(GPTConfig(vocab_size=300, sequence_len=16, n_layer=2, n_head=2, n_embd=16))
@@ -165,8 +165,6 @@ def test_chat_from_the_command_line_exits_on_slash_exit(base_run, tmp_path):
     import subprocess
     import sys
 
-    from tests.helpers import ROOT
-
     done = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args, f"paths.log_dir={tmp_path}"],
         input="what is json?\n/exit\nnever read\n", capture_output=True, text=True, timeout=300, cwd=ROOT,
@@ -179,3 +177,19 @@ def test_chat_and_generate_need_a_checkpoint(tmp_path):
     for task in ("chat", "generate"):
         with pytest.raises(UserError, match=f"task={task} samples from a trained model: add ckpt_path="):
             run_in_process(["experiment=gpt_tiny", f"task={task}"], tmp_path / task)
+
+
+LEGACY = ROOT / "tests" / "fixtures" / "legacy_gpt_tiny.ckpt"  # written by the GPT code before it became a package
+
+
+def test_a_checkpoint_from_before_the_package_move_still_samples(tmp_path, monkeypatch, capsys):
+    """Its embedded run config names the old code paths; the net is rebuilt from the "gpt" entry."""
+    old = torch.load(LEGACY, weights_only=True)
+    assert old["hylab"]["config"]["model"]["net"]["_target_"] == "lightning_modules.nets.gpt.GPT"
+    overrides = ["experiment=gpt_tiny", "task=generate", f"ckpt_path={LEGACY}", "generation.prompt=def ",
+                 "generation.max_new_tokens=6", "generation.temperature=0"]
+    _, record = run_in_process(overrides, tmp_path / "generate")
+    assert record["status"] == "completed" and record["metrics"]["generate/new_tokens"] > 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    _, record = run_in_process(["experiment=gpt_sft", "task=chat", f"ckpt_path={LEGACY}", "generation.max_new_tokens=4"], tmp_path / "chat")
+    assert record["metrics"]["chat/turns"] == 1

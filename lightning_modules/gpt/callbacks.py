@@ -12,5 +12,5 @@ def batch_tokens(batch) -> int:
     return batch[0].numel()
 
 
-def token_throughput_monitor(window_size: int = 20, **kwargs) -> ThroughputMonitor:
-    return ThroughputMonitor(batch_size_fn=batch_rows, length_fn=batch_tokens, window_size=window_size, **kwargs)
+def token_throughput_monitor(window_size: int = 20) -> ThroughputMonitor:
+    return ThroughputMonitor(batch_size_fn=batch_rows, length_fn=batch_tokens, window_size=window_size)
