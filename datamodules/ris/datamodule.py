@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
-from datamodules.loaders import SplitDataModule, make_loader
+from datamodules.loaders import SplitDataModule
 from datamodules.ris.physics import RISGeometry
 from datamodules.ris.scenes import SceneConfig, network_batch, scene_generator, simulate_scene, stack_scenes
 from datamodules.ris.settings import RISDataSettings, SceneSettings
@@ -188,10 +188,8 @@ class RISDataModule(SplitDataModule):
             else:
                 self.datasets[split] = source
 
-    def dataset_loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def sampler(self, dataset: Dataset, shuffle: bool) -> Sampler | None:
         """Shuffled shards are read shard by shard (`ShardBlockSampler`)."""
-        dataset = self.datasets[split]
-        if not (shuffle and isinstance(dataset, ShardedScenes)):
-            return super().dataset_loader(split, batch_size, shuffle)
-        sampler = ShardBlockSampler(len(dataset), dataset.shard_size, self.settings.seed)
-        return make_loader(dataset, batch_size, False, self.num_workers, self.pin_memory, sampler=sampler)
+        if shuffle and isinstance(dataset, ShardedScenes):
+            return ShardBlockSampler(len(dataset), dataset.shard_size, self.settings.seed)
+        return super().sampler(dataset, shuffle)
