@@ -12,11 +12,13 @@ Everything here is plain torch on complex tensors; the real/imag stacking [..., 
 network is `as_real` / `as_complex`.
 """
 
+import dataclasses
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+
+from datamodules.ris.settings import Geometry
 
 
 def as_real(z: torch.Tensor) -> torch.Tensor:
@@ -29,18 +31,12 @@ def as_complex(x: torch.Tensor) -> torch.Tensor:
     return torch.view_as_complex(x.contiguous())
 
 
-@dataclass(frozen=True)
-class RISGeometry:
-    """A planar RIS of rows x cols elements (half-wavelength spacing by default) and a BS ULA of
-    `bs_antennas` elements centred `bs_distance` metres away at azimuth `bs_azimuth_deg`."""
+class RISGeometry(Geometry):
+    """The geometry settings with the arrays they define (positions, wavenumber)."""
 
-    wavelength: float = 0.3
-    rows: int = 12
-    cols: int = 12
-    spacing: float | None = None
-    bs_antennas: int = 16
-    bs_distance: float = 8.0
-    bs_azimuth_deg: float = 40.0
+    @classmethod
+    def of(cls, geometry: Geometry) -> "RISGeometry":
+        return geometry if isinstance(geometry, cls) else cls(**dataclasses.asdict(geometry))
 
     @property
     def num_elements(self) -> int:

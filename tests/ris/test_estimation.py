@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from datamodules.ris_physics import RISGeometry, ridge_backprojection, sample_covariance, steering
-from datamodules.ris_scenes import SceneConfig, scene_generator, simulate_scene
-from lightning_modules.ris_crb import fisher_information, position_crb
-from lightning_modules.ris_metrics import match_sources
-from lightning_modules.ris_music import NearFieldMusic, SearchGrid, information_criteria
+from datamodules.ris.physics import RISGeometry, ridge_backprojection, sample_covariance, steering
+from datamodules.ris.scenes import SceneConfig, scene_generator, simulate_scene
+from lightning_modules.ris.crb import fisher_information, position_crb
+from lightning_modules.ris.metrics import match_sources
+from lightning_modules.ris.music import NearFieldMusic, SearchGrid, information_criteria
 
 GEOMETRY = RISGeometry()
 PLANTED = torch.tensor([[0.31, 0.12, 1.3], [-0.52, -0.21, 4.0], [0.87, 0.33, 0.8]])  # off the 3-deg grid

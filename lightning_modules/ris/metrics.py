@@ -16,9 +16,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from torch import nn
+from torchmetrics import SumMetric
 
 RANGE_WEIGHT_DEG_PER_M = 1.0
 OUTLIER_DEG = 5.0  # a matched source whose angle error exceeds this counts as an outlier
+
+
+def rmse_of_sums(azimuth_sq, elevation_sq, range_sq, pairs) -> dict[str, torch.Tensor]:
+    """Angle RMSE sqrt(mean(d az^2 + d el^2)) [deg], its two parts, and range RMSE [m] from sums
+    of squared errors over `pairs` matched sources."""
+    return {
+        "rmse_deg": ((azimuth_sq + elevation_sq) / pairs).sqrt(),
+        "rmse_az_deg": (azimuth_sq / pairs).sqrt(),
+        "rmse_el_deg": (elevation_sq / pairs).sqrt(),
+        "rmse_m": (range_sq / pairs).sqrt(),
+    }
 
 
 @dataclass
@@ -31,18 +44,13 @@ class MatchedErrors:
     count_correct: torch.Tensor
 
     def summary(self) -> dict[str, float]:
-        def rms(values):
-            return math.sqrt(float(values.mean())) if len(values) else float("nan")
-
         def median(values):
             return math.sqrt(float(values.median())) if len(values) else float("nan")
 
         angle = self.azimuth_sq_deg + self.elevation_sq_deg
-        return {
-            "rmse_deg": rms(self.azimuth_sq_deg + self.elevation_sq_deg),
-            "rmse_az_deg": rms(self.azimuth_sq_deg),
-            "rmse_el_deg": rms(self.elevation_sq_deg),
-            "rmse_m": rms(self.range_sq_m),
+        sums = (self.azimuth_sq_deg.sum(), self.elevation_sq_deg.sum(), self.range_sq_m.sum())
+        rmse = {name: float(value) for name, value in rmse_of_sums(*sums, len(angle)).items()}  # no pairs: NaN
+        return rmse | {
             "k_acc": float(self.count_correct.float().mean()),
             "median_deg": median(angle),
             "median_m": median(self.range_sq_m),
@@ -73,3 +81,31 @@ def match_sources(estimate: torch.Tensor, k_est: torch.Tensor, truth: torch.Tens
 def truth_of(batch: dict) -> torch.Tensor:
     """(B, K_MAX, 3) true (azimuth, elevation, range) of a network batch."""
     return torch.stack([batch["azimuth"], batch["elevation"], batch["range"]], dim=-1)
+
+
+class LocalizationScores(nn.Module):
+    """Sums of squared errors over matched sources and count hits, synced across processes."""
+
+    def __init__(self):
+        super().__init__()
+        for name in ("az", "el", "range", "pairs", "k_hits", "scenes"):
+            # NaN errors must surface as a NaN RMSE; the default strategy drops them and flatters the model
+            setattr(self, name, SumMetric(nan_strategy="disable"))
+
+    def update(self, errors: MatchedErrors) -> None:
+        self.az.update(errors.azimuth_sq_deg.sum())
+        self.el.update(errors.elevation_sq_deg.sum())
+        self.range.update(errors.range_sq_m.sum())
+        self.pairs.update(float(len(errors.range_sq_m)))
+        self.k_hits.update(errors.count_correct.float().sum())
+        self.scenes.update(float(len(errors.count_correct)))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        pairs = self.pairs.compute().clamp_min(1)
+        return rmse_of_sums(self.az.compute(), self.el.compute(), self.range.compute(), pairs) | {
+            "k_acc": self.k_hits.compute() / self.scenes.compute().clamp_min(1),
+        }
+
+    def reset(self) -> None:
+        for metric in self.children():
+            metric.reset()

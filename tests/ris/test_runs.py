@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.ris import RISDataModule
+from datamodules.ris.datamodule import RISDataModule
 from hylab.errors import UserError
 from tests.helpers import run_in_process
 
@@ -65,7 +65,7 @@ def test_cached_shards_hold_the_same_scenes_as_the_simulator(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache" / "train").iterdir()) == [
         "manifest.json", "shard_00000.pt", "shard_00001.pt", "shard_00002.pt"]
     indices = [11, 0, 6, 3]
-    from_disk, simulated = cached.splits["train"].__getitems__(indices), live.splits["train"].__getitems__(indices)
+    from_disk, simulated = cached.datasets["train"].__getitems__(indices), live.datasets["train"].__getitems__(indices)
     assert all(torch.equal(from_disk[key], simulated[key]) for key in simulated)
     order = list(cached.train_dataloader().sampler)
     shards = [index // 5 for index in order]
@@ -83,17 +83,17 @@ def test_missing_truncated_or_foreign_shards_are_user_errors(tmp_path):
     fresh = cached_module(cache)
     fresh.setup()
     with pytest.raises(UserError, match=r"shard_00001.pt is missing: delete .* to rebuild"):
-        fresh.splits["train"].__getitems__([5])
+        fresh.datasets["train"].__getitems__([5])
     shard.write_bytes(data[: len(data) // 2])
     truncated = cached_module(cache)
     truncated.setup()
     with pytest.raises(UserError, match="truncated"):
-        truncated.splits["train"].__getitems__([5])
+        truncated.datasets["train"].__getitems__([5])
     shard.write_bytes(b"x" * len(data))
     corrupt = cached_module(cache)
     corrupt.setup()
     with pytest.raises(UserError, match="cannot be read"):
-        corrupt.splits["train"].__getitems__([5])
+        corrupt.datasets["train"].__getitems__([5])
     with pytest.raises(UserError, match="another simulator config"):
         cached_module(cache, snapshots=8).setup()
     with pytest.raises(UserError, match="no scene cache"):

@@ -20,13 +20,14 @@ Heads:
 """
 
 import math
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datamodules.ris_physics import RISGeometry, as_complex, ridge_backprojection, safe_eigh, sample_covariance_factor, steering
+from datamodules.ris.physics import RISGeometry, as_complex, ridge_backprojection, safe_eigh, sample_covariance_factor, steering
+from hylab.settings import parse_settings
+from lightning_modules.ris.settings import BeamspaceNetSettings
 
 
 class ResidualBlock(nn.Module):
@@ -41,29 +42,20 @@ class ResidualBlock(nn.Module):
 
 
 class RISBeamspaceNet(nn.Module):
-    def __init__(
-        self,
-        geometry: RISGeometry | Mapping | None = None,
-        snapshots: int = 16,
-        k_max: int = 5,
-        azimuth_deg: tuple[float, float] = (-60.0, 60.0),
-        elevation_deg: tuple[float, float] = (-30.0, 30.0),
-        range_m: tuple[float, float] = (0.5, 10.0),
-        angle_step_deg: float = 5.0,
-        inverse_range_bins: int = 7,
-        channels: int = 32,
-        blocks: int = 3,
-        ridge_k: float = 1.0,
-    ):
+    """Settings: `BeamspaceNetSettings` (lightning_modules/ris/settings.py), the keys of `model.net`."""
+
+    def __init__(self, **settings):
         super().__init__()
-        self.geometry = geometry if isinstance(geometry, RISGeometry) else RISGeometry(**(geometry or {}))
-        self.k_max, self.ridge_k = k_max, ridge_k
-        self.spectrum_size = min(self.geometry.num_elements, snapshots - 1)
-        azimuth = torch.deg2rad(torch.arange(azimuth_deg[0], azimuth_deg[1] + 1e-9, angle_step_deg, dtype=torch.float64))
-        elevation = torch.deg2rad(torch.arange(elevation_deg[0], elevation_deg[1] + 1e-9, angle_step_deg, dtype=torch.float64))
-        rho = torch.linspace(1 / range_m[1], 1 / range_m[0], inverse_range_bins, dtype=torch.float64)
+        s = self.settings = parse_settings(BeamspaceNetSettings, settings, "model.net")
+        self.geometry = RISGeometry.of(s.geometry)
+        self.k_max, self.ridge_k = s.k_max, s.ridge_k
+        self.spectrum_size = min(self.geometry.num_elements, s.snapshots - 1)
+        step = s.angle_step_deg
+        azimuth = torch.deg2rad(torch.arange(s.azimuth_deg[0], s.azimuth_deg[1] + 1e-9, step, dtype=torch.float64))
+        elevation = torch.deg2rad(torch.arange(s.elevation_deg[0], s.elevation_deg[1] + 1e-9, step, dtype=torch.float64))
+        rho = torch.linspace(1 / s.range_m[1], 1 / s.range_m[0], s.inverse_range_bins, dtype=torch.float64)
         self.axes = [azimuth.float(), elevation.float(), rho.float()]
-        self.steps = torch.tensor([math.radians(angle_step_deg), math.radians(angle_step_deg), float(rho[1] - rho[0]) if len(rho) > 1 else 1.0])
+        self.steps = torch.tensor([math.radians(step), math.radians(step), float(rho[1] - rho[0]) if len(rho) > 1 else 1.0])
         self.lower = torch.tensor([float(azimuth[0]), float(elevation[0]), float(rho[0])])
         self.upper = torch.tensor([float(azimuth[-1]), float(elevation[-1]), float(rho[-1])])
         # (G, N) near-field steering vectors; rho varies fastest, then elevation, then azimuth
@@ -72,13 +64,13 @@ class RISBeamspaceNet(nn.Module):
         dictionary = steering(positions, self.geometry.wavenumber, az, el, 1.0 / inv).reshape(-1, positions.shape[0])
         self.register_buffer("dictionary", dictionary.to(torch.complex64), persistent=False)
         self.register_buffer("element_positions", positions.float(), persistent=False)
-        bins = inverse_range_bins
+        bins, channels = s.inverse_range_bins, s.channels
         self.stem = nn.Conv2d(2 * bins, channels, 3, padding=1)
-        self.blocks = nn.Sequential(*[ResidualBlock(channels) for _ in range(blocks)])
+        self.blocks = nn.Sequential(*[ResidualBlock(channels) for _ in range(s.blocks)])
         self.heat_head = nn.Conv2d(channels, bins, 1)
         self.offset_head = nn.Conv2d(channels, 3 * bins, 1)
         self.count_head = nn.Sequential(
-            nn.Linear(channels + self.spectrum_size + k_max + 1, channels), nn.GELU(), nn.Linear(channels, k_max)
+            nn.Linear(channels + self.spectrum_size + s.k_max + 1, channels), nn.GELU(), nn.Linear(channels, s.k_max)
         )
         nn.init.constant_(self.heat_head.bias, -4.0)  # most cells hold no source
 

@@ -8,18 +8,20 @@ manifest; later runs read them, and a missing or damaged shard is an error that 
 """
 
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
-from datamodules.loaders import make_loader
-from datamodules.ris_physics import RISGeometry
-from datamodules.ris_scenes import SceneConfig, network_batch, scene_generator, simulate_scene, stack_scenes
+from datamodules.loaders import SplitDataModule
+from datamodules.ris.physics import RISGeometry
+from datamodules.ris.scenes import SceneConfig, network_batch, scene_generator, simulate_scene, stack_scenes
+from datamodules.ris.settings import RISDataSettings, SceneSettings
 from hylab.errors import UserError
 from hylab.records import atomic_write_text
+from hylab.settings import parse_settings
 
 MANIFEST = "manifest.json"
 
@@ -147,93 +149,47 @@ class ShardBlockSampler(Sampler):
             yield from (start + torch.randperm(stop - start, generator=generator)).tolist()
 
 
-class RISDataModule(L.LightningDataModule):
-    """Train / val / test splits of simulated scenes. `test_snr_db` fixes the SNR of the test
-    split (for curves versus SNR); training and validation draw it from `snr_db`."""
+class RISDataModule(SplitDataModule):
+    """Train / val / test splits of simulated scenes; the settings are `RISDataSettings`
+    (datamodules/ris/settings.py), the config keys of `data`."""
 
-    def __init__(
-        self,
-        wavelength: float = 0.3,
-        rows: int = 12,
-        cols: int = 12,
-        bs_antennas: int = 16,
-        bs_distance: float = 8.0,
-        bs_azimuth_deg: float = 40.0,
-        snapshots: int = 16,
-        k_max: int = 5,
-        azimuth_deg: tuple[float, float] = (-60.0, 60.0),
-        elevation_deg: tuple[float, float] = (-30.0, 30.0),
-        range_m: tuple[float, float] = (0.5, 10.0),
-        snr_db: tuple[float, float] = (-5.0, 20.0),
-        min_separation_deg: float = 10.0,
-        rician_k_db: float = 0.0,
-        code_bits: int = 0,
-        seed: int = 0,
-        n_train: int = 4096,
-        n_val: int = 256,
-        n_test: int = 256,
-        test_snr_db: float | None = None,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        cache_dir: str | None = None,
-        shard_size: int = 1024,
-    ):
+    def __init__(self, **settings):
         super().__init__()
-        # plain tuples, so that checkpoints load with torch.load(weights_only=True)
-        azimuth_deg, elevation_deg, range_m, snr_db = (tuple(v) for v in (azimuth_deg, elevation_deg, range_m, snr_db))
-        self.save_hyperparameters(logger=False)
-        geometry = RISGeometry(wavelength, rows, cols, None, bs_antennas, bs_distance, bs_azimuth_deg)
-        self.scene_config = SceneConfig(
-            geometry, snapshots, k_max, azimuth_deg, elevation_deg, range_m, snr_db,
-            min_separation_deg, rician_k_db, code_bits,
-        )
-        for key in ("n_train", "n_val", "n_test", "batch_size", "shard_size"):
-            if int(self.hparams[key]) < 1:
-                raise UserError(f"data.{key}={self.hparams[key]} must be at least 1")
-        self.splits: dict[str, Dataset] = {}
+        self.settings = parse_settings(RISDataSettings, settings, "data")
+        self.save_hyperparameters(dataclasses.asdict(self.settings), logger=False)
+        scene = {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(SceneSettings)}
+        self.scene_config = SceneConfig(**scene)
+        self.batch_size, self.eval_batch_size = self.settings.batch_size, self.settings.eval_batch_size
+        self.num_workers = self.settings.num_workers
 
     def simulated(self, split: str) -> SimulatedScenes:
-        hp = self.hparams
-        size = {"train": hp.n_train, "val": hp.n_val, "test": hp.n_test}[split]
-        return SimulatedScenes(self.scene_config, hp.seed, split, size, hp.test_snr_db if split == "test" else None)
+        s = self.settings
+        size = {"train": s.n_train, "val": s.n_val, "test": s.n_test}[split]
+        return SimulatedScenes(self.scene_config, s.seed, split, size, s.test_snr_db if split == "test" else None)
 
     def prepare_data(self) -> None:
-        if not self.hparams.cache_dir:
+        if not self.settings.cache_dir:
             return
         for split in ("train", "val", "test"):
-            folder = Path(self.hparams.cache_dir) / split
+            folder = Path(self.settings.cache_dir) / split
             if not (folder / MANIFEST).is_file():
-                write_shards(self.simulated(split), folder, self.hparams.shard_size)
+                write_shards(self.simulated(split), folder, self.settings.shard_size)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
+        if self.datasets:
             return
         for split in ("train", "val", "test"):
             source = self.simulated(split)
-            if self.hparams.cache_dir:
-                folder = Path(self.hparams.cache_dir) / split
+            if self.settings.cache_dir:
+                folder = Path(self.settings.cache_dir) / split
                 if not (folder / MANIFEST).is_file():
                     raise UserError(f"no scene cache at {folder} (no {MANIFEST}): run prepare_data first or set data.cache_dir=null")
-                self.splits[split] = ShardedScenes(folder, source.identity(), self.scene_config.geometry)
+                self.datasets[split] = ShardedScenes(folder, source.identity(), self.scene_config.geometry)
             else:
-                self.splits[split] = source
+                self.datasets[split] = source
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        dataset = self.splits[split]
-        sampler = None
+    def sampler(self, dataset: Dataset, shuffle: bool) -> Sampler | None:
+        """Shuffled shards are read shard by shard (`ShardBlockSampler`)."""
         if shuffle and isinstance(dataset, ShardedScenes):
-            sampler, shuffle = ShardBlockSampler(len(dataset), dataset.shard_size, self.hparams.seed), False
-        return make_loader(dataset, batch_size, shuffle, self.hparams.num_workers, sampler=sampler)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.hparams.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+            return ShardBlockSampler(len(dataset), dataset.shard_size, self.settings.seed)
+        return super().sampler(dataset, shuffle)

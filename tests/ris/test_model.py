@@ -9,16 +9,16 @@ import torch
 from torch.utils.data import DataLoader
 
 from callbacks.non_finite_guard import NonFiniteGuard, NonFiniteLossError
-from callbacks.ris_covariance_logger import covariance_statistics, spectrum_figure
+from lightning_modules.ris.callbacks import covariance_statistics, spectrum_figure
 from datamodules.loaders import batch_as_is
-from datamodules.ris import SimulatedScenes
-from datamodules.ris_physics import RISGeometry, as_complex, steering
-from datamodules.ris_scenes import SceneConfig
-from lightning_modules.nets.ris_net import RISBeamspaceNet
+from datamodules.ris.datamodule import SimulatedScenes
+from datamodules.ris.physics import RISGeometry, as_complex, steering
+from datamodules.ris.scenes import SceneConfig
+from lightning_modules.ris.nets import RISBeamspaceNet
 from lightning_modules.optim import cosine
-from lightning_modules.ris import RISLocalizer
-from lightning_modules.ris_covariance import blend_covariances, hybrid_covariance, top_eigen_inverse
-from lightning_modules.ris_losses import count_loss, eigengap_loss, heatmap_loss, nmse_loss, subspace_loss
+from lightning_modules.ris.module import RISLocalizer
+from lightning_modules.ris.covariance import blend_covariances, hybrid_covariance, top_eigen_inverse
+from lightning_modules.ris.losses import count_loss, eigengap_loss, heatmap_loss, nmse_loss, subspace_loss
 
 GEOMETRY = RISGeometry()
 SMALL_GRID = {"azimuth_step_deg": 10.0, "elevation_step_deg": 10.0, "inverse_range_points": 4, "newton_steps": 2}
@@ -29,7 +29,7 @@ def batch_of(count: int, seed: int = 0, snr_db: float | None = None) -> dict:
 
 
 def small_net(**kwargs) -> RISBeamspaceNet:
-    return RISBeamspaceNet(GEOMETRY, angle_step_deg=15.0, inverse_range_bins=3, channels=8, blocks=1, **kwargs)
+    return RISBeamspaceNet(geometry=GEOMETRY, angle_step_deg=15.0, inverse_range_bins=3, channels=8, blocks=1, **kwargs)
 
 
 def small_module(net=None, **kwargs) -> RISLocalizer:
@@ -90,7 +90,7 @@ def test_losses_match_their_formulas():
     present = torch.arange(5)[None] < batch["k"][:, None]
     # factors = the true steering vectors: the signal subspace holds every source exactly
     exact = hybrid_covariance(batch, truth.mT * present[:, None, :], 0.0, 1.0, 1e-3)
-    from lightning_modules.ris_covariance import blend_spectrum
+    from lightning_modules.ris.covariance import blend_spectrum
 
     inverse, eigvals = blend_spectrum(exact, batch["k"], 6)
     assert subspace_loss(exact.factor, inverse, truth, present).item() == pytest.approx(0.0, abs=1e-4)

@@ -6,12 +6,12 @@ at an SNR drawn from `snr_db` (per source, per BS antenna).
 """
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
-from datamodules.ris_physics import (
+from datamodules.ris.physics import (
     RISGeometry,
     as_real,
     bs_ris_channel,
@@ -22,34 +22,18 @@ from datamodules.ris_physics import (
     steering,
     unit_direction,
 )
+from datamodules.ris.settings import SceneSettings
 from hylab.errors import UserError
 
 SPLITS = {"train": 0, "val": 1, "test": 2, "bench": 3}
 
 
-@dataclass(frozen=True)
-class SceneConfig:
-    geometry: RISGeometry = field(default_factory=RISGeometry)
-    snapshots: int = 16
-    k_max: int = 5
-    azimuth_deg: tuple[float, float] = (-60.0, 60.0)
-    elevation_deg: tuple[float, float] = (-30.0, 30.0)
-    range_m: tuple[float, float] = (0.5, 10.0)
-    snr_db: tuple[float, float] = (-5.0, 20.0)
-    min_separation_deg: float = 10.0
-    rician_k_db: float = 0.0
-    code_bits: int = 0
+class SceneConfig(SceneSettings):
+    """The scene settings with their geometry as a RISGeometry."""
 
     def __post_init__(self):
-        for key in ("azimuth_deg", "elevation_deg", "range_m", "snr_db"):
-            low, high = getattr(self, key)
-            if not low <= high:
-                raise UserError(f"data.{key}=[{low}, {high}]: the first value must not exceed the second")
-        if self.range_m[0] <= 0:
-            raise UserError(f"data.range_m starts at {self.range_m[0]}: ranges must be positive")
-        if not 1 <= self.k_max < self.snapshots:
-            raise UserError(f"data.k_max={self.k_max} must be in 1..snapshots-1 ({self.snapshots - 1}): "
-                            "the sample covariance of L snapshots has rank at most L-1")
+        super().__post_init__()
+        object.__setattr__(self, "geometry", RISGeometry.of(self.geometry))  # frozen: set once, here
 
     def as_dict(self) -> dict:
         return asdict(self)

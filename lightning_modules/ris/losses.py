@@ -1,4 +1,4 @@
-"""Losses of the RIS family; each is a mean over the batch.
+"""Losses of the RIS family (weights: settings.LossWeights); each is a mean over the batch.
 
     nmse      |R_pred - R_true|_F^2 / |R_true|_F^2                 (the learned covariance itself)
     subspace  mean over true sources k of 1 - a_k^H P_s a_k / N    (P_s: top-K eigenprojector of
@@ -10,21 +10,15 @@
               at the true sources' nearest cells, plus L1 of the sub-cell offsets there
 """
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.ris_covariance import HybridCovariance, blend_spectrum
+from lightning_modules.ris.covariance import HybridCovariance, blend_spectrum
 
 
-@dataclass
-class LossWeights:
-    nmse: float = 1.0
-    subspace: float = 1.0
-    eigengap: float = 0.1
-    count: float = 0.2
-    heatmap: float = 1.0
+def present_mask(count: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, width) bool: slot j < count[b], the slots that hold scene b's sources."""
+    return torch.arange(width, device=count.device)[None, :] < count[:, None]
 
 
 def nmse_loss(r_pred: torch.Tensor, r_true: torch.Tensor) -> torch.Tensor:
@@ -78,7 +72,7 @@ def heatmap_loss(heat: torch.Tensor, offsets: torch.Tensor, cells: torch.Tensor,
 def covariance_losses(cov: HybridCovariance, r_true: torch.Tensor, true_steering: torch.Tensor, count: torch.Tensor) -> dict[str, torch.Tensor]:
     """nmse (when there is a learned covariance), subspace and eigengap of one batch."""
     k_max = true_steering.shape[1]
-    present = torch.arange(k_max, device=count.device)[None, :] < count[:, None]
+    present = present_mask(count, k_max)
     inverse, eigvals = blend_spectrum(cov, count, k_max + 1)
     losses = {
         "subspace": subspace_loss(cov.factor, inverse, true_steering, present),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from datamodules.ris_physics import (
+from datamodules.ris.physics import (
     as_complex,
     hermitian,
     ridge_backprojection,

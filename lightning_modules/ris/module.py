@@ -3,104 +3,45 @@ angles and ranges better than it does on the sample covariance of the same snaps
 
 One module serves the learned model (net given) and the classical baseline (net=null: R_blend
 is R_samp and MUSIC runs on it). Training, validation, test, predict and the benchmark all go
-through `hybrid_covariance` and `localize`. Losses are in ris_losses.py, MUSIC in ris_music.py.
+through `hybrid_covariance` and `localize`. Losses are in losses.py, MUSIC in music.py, scores in metrics.py.
 """
 
 import dataclasses
-from collections.abc import Mapping
 from functools import partial
 
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MinMetric, SumMetric
+from torchmetrics import MinMetric
 
-from datamodules.ris_physics import RISGeometry, as_complex, safe_eigh, steering
+from datamodules.ris.physics import RISGeometry, as_complex, safe_eigh, steering
 from hylab.errors import UserError
-from hylab.instantiate import plain_settings
+from hylab.settings import parse_settings
 from lightning_modules.optim import configure_optimizers
-from lightning_modules.ris_covariance import HybridCovariance, hybrid_covariance
-from lightning_modules.ris_losses import (
-    LossWeights,
-    count_loss,
-    covariance_losses,
-    heatmap_loss,
-)
-from lightning_modules.ris_metrics import match_sources, truth_of
-from lightning_modules.ris_music import NearFieldMusic, SearchGrid, information_criteria
-
-K_SOURCES = ("truth", "head", "mdl", "aic")
-
-
-class LocalizationScores(nn.Module):
-    """Sums of squared errors over matched sources and count hits, synced across processes."""
-
-    def __init__(self):
-        super().__init__()
-        for name in ("az", "el", "range", "pairs", "k_hits", "scenes"):
-            # NaN errors must surface as a NaN RMSE; the default strategy drops them and flatters the model
-            setattr(self, name, SumMetric(nan_strategy="disable"))
-
-    def update(self, errors) -> None:
-        self.az.update(errors.azimuth_sq_deg.sum())
-        self.el.update(errors.elevation_sq_deg.sum())
-        self.range.update(errors.range_sq_m.sum())
-        self.pairs.update(float(len(errors.range_sq_m)))
-        self.k_hits.update(errors.count_correct.float().sum())
-        self.scenes.update(float(len(errors.count_correct)))
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        pairs = self.pairs.compute().clamp_min(1)
-        return {
-            "rmse_deg": ((self.az.compute() + self.el.compute()) / pairs).sqrt(),
-            "rmse_az_deg": (self.az.compute() / pairs).sqrt(),
-            "rmse_el_deg": (self.el.compute() / pairs).sqrt(),
-            "rmse_m": (self.range.compute() / pairs).sqrt(),
-            "k_acc": self.k_hits.compute() / self.scenes.compute().clamp_min(1),
-        }
-
-    def reset(self) -> None:
-        for metric in self.children():
-            metric.reset()
+from lightning_modules.ris.covariance import HybridCovariance, hybrid_covariance
+from lightning_modules.ris.losses import count_loss, covariance_losses, heatmap_loss, present_mask
+from lightning_modules.ris.metrics import LocalizationScores, match_sources, truth_of
+from lightning_modules.ris.music import NearFieldMusic, SearchGrid, information_criteria
+from lightning_modules.ris.settings import RISLocalizerSettings
 
 
 class RISLocalizer(L.LightningModule):
-    def __init__(
-        self,
-        net: nn.Module | None = None,
-        optimizer: partial | None = None,
-        scheduler: partial | None = None,
-        geometry: Mapping | None = None,
-        k_max: int = 5,
-        snapshots: int = 16,
-        beta: float = 0.3,
-        ridge_k: float = 1.0,
-        loading: float = 1e-3,
-        head_lr_multiplier: float = 4.0,
-        loss_weights: Mapping | None = None,
-        music: Mapping | None = None,
-        k_from: str = "truth",
-    ):
+    """Settings: `RISLocalizerSettings` (lightning_modules/ris/settings.py), the plain keys of `model`."""
+
+    def __init__(self, net: nn.Module | None = None, optimizer: partial | None = None,
+                 scheduler: partial | None = None, **settings):
         super().__init__()
-        # plain containers, so that checkpoints load with torch.load(weights_only=True)
-        geometry, loss_weights, music = (plain_settings(node) for node in (geometry, loss_weights, music))
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        if not 0.0 <= beta <= 1.0:
-            raise UserError(f"model.beta={beta} must be in [0, 1]")
-        if k_from not in K_SOURCES or (k_from == "head" and net is None):
-            allowed = [k for k in K_SOURCES if net is not None or k != "head"]
-            raise UserError(f"model.k_from={k_from!r} is not allowed here; use one of {allowed}")
-        try:
-            self.weights = LossWeights(**loss_weights)
-        except TypeError as err:
-            raise UserError(f"model.loss_weights: {err}; allowed keys: {list(LossWeights.__dataclass_fields__)}") from None
-        if net is not None and getattr(net, "ridge_k", ridge_k) != ridge_k:
-            raise UserError(f"model.net.ridge_k={net.ridge_k} differs from model.ridge_k={ridge_k}: they must agree")
+        self.settings = parse_settings(RISLocalizerSettings, settings, "model")
+        self.save_hyperparameters(dataclasses.asdict(self.settings), logger=False)
+        if self.settings.k_from == "head" and net is None:
+            raise UserError("model.k_from='head' needs a count head, and this model has no net: use truth, mdl or aic")
+        if net is not None and getattr(net, "ridge_k", self.settings.ridge_k) != self.settings.ridge_k:
+            raise UserError(f"model.net.ridge_k={net.ridge_k} differs from model.ridge_k={self.settings.ridge_k}: they must agree")
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler or None
-        self.geometry = RISGeometry(**geometry)
-        grid = {key: tuple(value) if isinstance(value, list) else value for key, value in music.items() if key != "newton_steps"}
-        self.music = NearFieldMusic(self.geometry, SearchGrid(**grid), newton_steps=music.get("newton_steps", 8))
+        self.geometry = RISGeometry.of(self.settings.geometry)
+        music = self.settings.music
+        self.music = NearFieldMusic(self.geometry, SearchGrid.of(music), newton_steps=music.newton_steps)
         self.register_buffer("element_positions", self.geometry.element_positions(torch.float32), persistent=False)
         self.scores = nn.ModuleDict({stage: LocalizationScores() for stage in ("val", "test")})
         self.val_rmse_best = MinMetric()
@@ -108,7 +49,7 @@ class RISLocalizer(L.LightningModule):
 
     # ---- the one path from a batch to covariances and estimates ----
     def covariances(self, batch: dict) -> tuple[HybridCovariance, dict]:
-        hp = self.hparams
+        hp = self.settings
         out = self.net(batch["y"], batch["H"], batch["C"]) if self.net is not None else {}
         cov = hybrid_covariance(batch, out.get("factors"), hp.beta, hp.ridge_k, hp.loading, out.get("sample_factor"))
         return cov, out
@@ -119,14 +60,14 @@ class RISLocalizer(L.LightningModule):
         if source == "head":
             return out["count_logits"].argmax(-1) + 1
         eigvals = safe_eigh(cov.blend.detach())[0].flip(-1)
-        return information_criteria(eigvals, self.hparams.snapshots, self.hparams.k_max)[source]
+        return information_criteria(eigvals, self.settings.snapshots, self.settings.k_max)[source]
 
     def localize(self, batch: dict) -> dict:
         """Covariances, K and MUSIC estimates (B, K_MAX, 3) for one batch."""
         cov, out = self.covariances(batch)
-        k_used = self.source_count(cov, out, batch, self.hparams.k_from)
+        k_used = self.source_count(cov, out, batch, self.settings.k_from)
         k_counted = self.source_count(cov, out, batch, "head" if self.net is not None else "mdl")
-        estimates = self.music.estimate(cov.blend, k_used, self.hparams.k_max)
+        estimates = self.music.estimate(cov.blend, k_used, self.settings.k_max)
         return {"covariance": cov, "net": out, "k_used": k_used, "k_counted": k_counted, "estimates": estimates}
 
     def forward(self, batch: dict) -> dict:
@@ -139,10 +80,10 @@ class RISLocalizer(L.LightningModule):
         if "count_logits" in out:
             parts["count"] = count_loss(out["count_logits"], batch["k"])
         if "heat" in out:
-            present = torch.arange(self.hparams.k_max, device=batch["k"].device)[None] < batch["k"][:, None]
+            present = present_mask(batch["k"], self.settings.k_max)
             cells, offsets = self.net.cells_of(batch["azimuth"], batch["elevation"], batch["range"])
             parts["heatmap"] = heatmap_loss(out["heat"], out["offsets"], cells, offsets, present)
-        parts["loss"] = sum(getattr(self.weights, name) * value for name, value in parts.items())
+        parts["loss"] = sum(getattr(self.settings.loss_weights, name) * value for name, value in parts.items())
         return parts
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
@@ -206,4 +147,4 @@ class RISLocalizer(L.LightningModule):
     def head_lr_scales(self) -> dict[str, float]:
         """The heads (the net's top-level modules named *head*) train at head_lr_multiplier x lr."""
         heads = [name for name, child in self.net.named_children() if "head" in name and any(True for _ in child.parameters())]
-        return {f"net.{name}": self.hparams.head_lr_multiplier for name in heads}
+        return {f"net.{name}": self.settings.head_lr_multiplier for name in heads}

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from datamodules.ris_physics import (
+from datamodules.ris.physics import (
     RISGeometry,
     as_complex,
     as_real,
@@ -18,7 +18,7 @@ from datamodules.ris_physics import (
     source_covariance,
     steering,
 )
-from datamodules.ris_scenes import SceneConfig, network_batch, scene_generator, simulate_scene, stack_scenes
+from datamodules.ris.scenes import SceneConfig, network_batch, scene_generator, simulate_scene, stack_scenes
 
 GEOMETRY = RISGeometry()
 

@@ -7,6 +7,7 @@ Range is searched as inverse range rho = 1/r: the near-field phase curvature is 
 so a uniform grid in rho is uniform in resolution. Everything is batched torch.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -14,19 +15,16 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-from datamodules.ris_physics import RISGeometry, safe_eigh, steering
+from datamodules.ris.physics import RISGeometry, safe_eigh, steering
+from lightning_modules.ris.settings import GridSettings
 
 
-@dataclass(frozen=True)
-class SearchGrid:
-    """The coarse grid and the box that the refinement stays in (degrees, metres)."""
+class SearchGrid(GridSettings):
+    """The grid settings with the axes and box they define."""
 
-    azimuth_deg: tuple[float, float] = (-60.0, 60.0)
-    elevation_deg: tuple[float, float] = (-30.0, 30.0)
-    range_m: tuple[float, float] = (0.5, 10.0)
-    azimuth_step_deg: float = 3.0
-    elevation_step_deg: float = 3.0
-    inverse_range_points: int = 13
+    @classmethod
+    def of(cls, settings: GridSettings) -> "SearchGrid":
+        return cls(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(GridSettings)})
 
     def axes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(azimuth rad, elevation rad, inverse range 1/m) grid axes."""

@@ -10,8 +10,12 @@ hylab.figures.log_figure (PNG under the run's plots/ and to every logger that ta
 import lightning as L
 import torch
 
-from datamodules.ris_physics import safe_eigh
-from lightning_modules.ris_covariance import HybridCovariance
+from datamodules.ris.physics import safe_eigh
+from hylab.settings import parse_settings
+from lightning_modules.ris.covariance import HybridCovariance
+from lightning_modules.ris.losses import present_mask
+from lightning_modules.ris.metrics import truth_of
+from lightning_modules.ris.settings import CovarianceLoggerSettings
 
 
 def numerical_rank(eigvals: torch.Tensor, tolerance: float = 1e-6) -> torch.Tensor:
@@ -35,7 +39,7 @@ def covariance_statistics(cov: HybridCovariance, count: torch.Tensor) -> dict[st
         eigvals = safe_eigh(matrix)[0].flip(-1)
         stats[f"rank_{name}"] = float(numerical_rank(eigvals).mean())
         if name == "blend":
-            top = torch.arange(eigvals.shape[-1], device=eigvals.device)[None] < count[:, None]
+            top = present_mask(count, eigvals.shape[-1])
             share = (eigvals.clamp_min(0) * top).sum(-1) / eigvals.clamp_min(0).sum(-1).clamp_min(1e-12)
             stats["topk_energy_blend"] = float(share.mean())
     return stats
@@ -71,15 +75,16 @@ def spectrum_figure(spectrum: torch.Tensor, axes, truth: torch.Tensor, count: in
 
 
 class RISCovarianceLogger(L.Callback):
-    def __init__(self, every_n_steps: int = 50, plot_spectrum: bool = True):
-        self.every_n_steps = every_n_steps
-        self.plot_spectrum = plot_spectrum
+    """Settings: `CovarianceLoggerSettings` (every_n_steps, plot_spectrum)."""
+
+    def __init__(self, **settings):
+        self.settings = parse_settings(CovarianceLoggerSettings, settings, "callbacks.ris_covariance_logger")
         self.first_scene: dict | None = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not isinstance(outputs, dict) or "covariance" not in outputs:
             return
-        if trainer.global_step % self.every_n_steps:
+        if trainer.global_step % self.settings.every_n_steps:
             return
         stats = covariance_statistics(outputs["covariance"], outputs["count"])
         # straight to the loggers: self.log would re-emit the last value at every logging step
@@ -92,13 +97,13 @@ class RISCovarianceLogger(L.Callback):
                 "blend": outputs["covariance"].blend[:1].detach(),
                 "k_used": outputs["k_used"][:1],
                 "estimates": outputs["estimates"][0].detach(),
-                "truth": torch.stack([batch["azimuth"][0], batch["elevation"][0], batch["range"][0]], -1),
+                "truth": truth_of(batch)[0],
                 "count": int(batch["k"][0]),
             }
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         scene, self.first_scene = self.first_scene, None
-        if not self.plot_spectrum or scene is None or trainer.sanity_checking or not trainer.is_global_zero:
+        if not self.settings.plot_spectrum or scene is None or trainer.sanity_checking or not trainer.is_global_zero:
             return
         from hylab.figures import log_figure
 
