@@ -37,6 +37,24 @@ def test_compose_for_gives_the_runs_hash(tmp_path):
     assert training_hash(cfg) == training_hash(compose_run(BASE, tmp_path / "run"))
 
 
+def test_compose_for_reads_group_overrides_as_run_py_does(tmp_path):
+    dotted = compose_for(None, ["model.net=timm"], tmp_path / "logs")
+    grouped = compose_for(None, ["model/net=timm"], tmp_path / "logs")
+    default = compose_for(None, [], tmp_path / "logs")
+    assert dotted.model.net == grouped.model.net and dotted.model.net._target_ != default.model.net._target_
+    assert training_hash(dotted) == training_hash(grouped)
+
+
+def test_store_cli_lists_from_the_default_config(tmp_path, capsys):
+    from hylab.store_cli import main
+
+    _, record = run_in_process(BASE, tmp_path / "run")
+    capsys.readouterr()  # the run's own output
+    assert main(["--log-dir", str(tmp_path / "logs"), "list"]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith(record["config_hash"])
+
+
 def test_completed_runs_are_registered_and_reused_without_training(tmp_path):
     _, record = run_in_process(BASE, tmp_path / "run")
     store = RunStore(tmp_path / "logs" / "store")
