@@ -51,6 +51,7 @@ def test_ddp_inside_an_optuna_sweep_keeps_one_folder_per_trial(tmp_path):
     best = yaml.safe_load((study_dir / "best_overrides.yaml").read_text())
     assert best["best_value"] == max(values.values()) == values[f"trial_{best['best_trial']}"] and len(best["overrides"]) == 3
 
+
 @pytest.mark.slow
 def test_missing_dataset_fails_fast_with_one_line(tmp_path):
     empty = tmp_path / "empty"
