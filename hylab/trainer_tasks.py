@@ -1,20 +1,28 @@
 """Trainer tasks: fit (then test the best checkpoint), test, validate, predict.
 
 Instantiation order: datamodule, LightningModule, callbacks, loggers, Trainer.
+
+`predict` saves what `predict_step` returns (one dict of tensors per batch), concatenated, as
+predictions.pt. A LightningModule may define `prediction_metrics(predictions: dict) -> dict`,
+which gets those concatenated tensors and returns metrics named `predict/<name>`, e.g.
+`{"predict/acc": 0.98}`; they go to metrics.json.
+
+This module imports torch and lightning: it is imported only when a Trainer task runs.
 """
 
 import contextlib
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.run_config import EmbedRunConfig
+from hylab.ddp import leaves_process_as_found
 from hylab.errors import UserError
 from hylab.instantiate import build, instantiate_group
 from hylab.tasks import TaskResult
@@ -27,27 +35,6 @@ class Components:
     datamodule: L.LightningDataModule
     model: L.LightningModule
     trainer: L.Trainer
-
-
-# Set by Lightning's launchers for the processes of one run; restored after it.
-DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "GLOBAL_RANK")
-
-
-@contextlib.contextmanager
-def leaves_process_as_found():
-    """Close the process group and restore the launcher's env vars: the next job of a sweep
-    in this process must start a fresh DDP group, not reuse a dead one."""
-    saved = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}
-    try:
-        yield
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -77,14 +64,19 @@ def built(cfg: DictConfig):
 
 
 def checkpoint_paths(trainer: L.Trainer) -> dict:
-    callback = trainer.checkpoint_callback
-    if callback is None:
+    """The best checkpoint (of the first ModelCheckpoint with a monitor) and the last one (of the
+    first without a monitor, which keeps only the latest; else the monitored one's save_last)."""
+    callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    ranked = next((c for c in callbacks if c.monitor is not None), None)
+    latest = next((c for c in callbacks if c.monitor is None), None)
+    if ranked is None and latest is None:
         return {}
-    score = callback.best_model_score
+    score = ranked.best_model_score if ranked is not None else None
+    last = latest.best_model_path if latest is not None else ranked.last_model_path
     return {
-        "best": callback.best_model_path or None,
+        "best": (ranked.best_model_path if ranked is not None else last) or None,
         "best_score": float(score) if score is not None else None,
-        "last": callback.last_model_path or None,
+        "last": last or None,
     }
 
 
@@ -128,7 +120,6 @@ def predict(cfg: DictConfig) -> TaskResult:
         merged = {key: torch.cat([b[key].cpu() for b in batches]) for key in batches[0]} if batches else {}
         path = Path(cfg.paths.output_dir) / "predictions.pt"
         torch.save(merged, path)
-        metrics = {}
-        if "pred" in merged and "label" in merged:
-            metrics["predict/acc"] = (merged["pred"] == merged["label"]).float().mean().item()
+        hook = getattr(run.model, "prediction_metrics", None)
+        metrics = dict(hook(merged)) if callable(hook) and merged else {}
         return TaskResult(metrics=metrics, checkpoints={"evaluated": str(cfg.ckpt_path)}, extra={"predictions": str(path)})

@@ -7,7 +7,9 @@ import sys
 import pytest
 import torch
 
-from hylab.checkpoints import load_net
+from hydra.utils import instantiate
+
+from hylab.checkpoints import load_checkpoint, load_net, net_config
 from hylab.errors import UserError
 from hylab.store import RunStore, compose_for, training_hash
 from tests.helpers import ROOT, compose_run, run_in_process
@@ -33,6 +35,24 @@ def test_training_hash_ignores_what_does_not_change_the_weights(tmp_path):
 def test_compose_for_gives_the_runs_hash(tmp_path):
     cfg = compose_for("seresnet_digits", BASE, tmp_path / "logs")
     assert training_hash(cfg) == training_hash(compose_run(BASE, tmp_path / "run"))
+
+
+def test_compose_for_reads_group_overrides_as_run_py_does(tmp_path):
+    dotted = compose_for(None, ["model.net=timm"], tmp_path / "logs")
+    grouped = compose_for(None, ["model/net=timm"], tmp_path / "logs")
+    default = compose_for(None, [], tmp_path / "logs")
+    assert dotted.model.net == grouped.model.net and dotted.model.net._target_ != default.model.net._target_
+    assert training_hash(dotted) == training_hash(grouped)
+
+
+def test_store_cli_lists_from_the_default_config(tmp_path, capsys):
+    from hylab.store_cli import main
+
+    _, record = run_in_process(BASE, tmp_path / "run")
+    capsys.readouterr()  # the run's own output
+    assert main(["--log-dir", str(tmp_path / "logs"), "list"]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith(record["config_hash"])
 
 
 def test_completed_runs_are_registered_and_reused_without_training(tmp_path):
@@ -67,10 +87,11 @@ def test_corrupt_entry_is_moved_aside_not_used(tmp_path):
 
 def test_load_net_rejects_mismatched_shapes(tmp_path):
     _, record = run_in_process(BASE, tmp_path / "run")
-    from lightning_modules.nets.seresnet import seresnet_mnist
-
-    with pytest.raises(UserError, match="shape mismatch"):
-        load_net(record["checkpoints"]["last"], "teacher", expected=seresnet_mnist(num_classes=7))
+    path = record["checkpoints"]["last"]
+    # the same net with another number of classes: every tensor fits but the head
+    other = instantiate({**net_config(load_checkpoint(path)), "num_classes": 7})
+    with pytest.raises(UserError, match=r"teacher=.* does not fit the net: shape mismatch \['head"):
+        load_net(path, "teacher", expected=other)
 
 
 @pytest.mark.slow

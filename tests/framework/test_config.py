@@ -16,9 +16,12 @@ def test_every_experiment_composes_and_resolves(experiment, tmp_path):
     assert resolved["task_name"] and resolved["monitor"] and resolved["mode"] in ("min", "max")
     assert resolved["optimized_metric"]
     # checkpointing and early stopping follow the experiment's monitor, never a hard-coded one
+    callbacks = resolved["callbacks"] or {}
     for name in ("model_checkpoint", "early_stopping"):
-        if resolved["callbacks"].get(name):
-            assert resolved["callbacks"][name]["monitor"] == resolved["monitor"]
+        if callbacks.get(name):
+            assert callbacks[name]["monitor"] == resolved["monitor"]
+    if callbacks.get("model_checkpoint"):  # and last.ckpt is written after every validation
+        assert callbacks["last_checkpoint"]["monitor"] is None and callbacks["last_checkpoint"]["filename"] == "last"
 
 
 def test_group_overrides_accept_dot_syntax():

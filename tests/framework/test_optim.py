@@ -3,26 +3,9 @@ from functools import partial
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from hylab.errors import UserError
 from lightning_modules import optim
-from lightning_modules.image_classification import smoothed_cross_entropy
-
-
-def test_smoothed_cross_entropy_hard_and_soft_targets_match_formula():
-    torch.manual_seed(0)
-    logits, eps, k = torch.randn(5, 4), 0.1, 4
-    labels = torch.tensor([0, 3, 1, 2, 3])
-    log_p = logits.log_softmax(-1)
-    ce = -log_p[torch.arange(5), labels]
-    expected = ((1 - eps) * ce + eps * (-log_p).mean(-1)).mean()
-    torch.testing.assert_close(smoothed_cross_entropy(logits, labels, eps), expected)
-    soft = torch.softmax(torch.randn(5, k), -1)
-    ce_soft = -(soft * log_p).sum(-1)
-    expected_soft = ((1 - eps) * ce_soft + eps * (-log_p).mean(-1)).mean()
-    torch.testing.assert_close(smoothed_cross_entropy(logits, soft, eps), expected_soft)
-    torch.testing.assert_close(smoothed_cross_entropy(logits, F.one_hot(labels, k).float(), eps), expected)
 
 
 def test_schedule_factors():
@@ -110,3 +93,34 @@ def test_lr_scales_split_groups_by_prefix_and_skip_frozen_parameters():
     net.requires_grad_(False)
     with pytest.raises(UserError, match="every parameter is frozen"):
         optim.make_optimizer(factory, net)
+
+
+def test_no_schedule_is_explicit_and_an_experiment_warmup_still_applies(tmp_path):
+    from hylab.instantiate import build
+    from tests.helpers import compose_run
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    # the default experiment sets model.scheduler.warmup_epochs=2: with scheduler=none only the warm-up is left
+    warm = build(compose_run(["model/scheduler=none"], tmp_path / "a").model.scheduler)
+    (entry,) = warm(torch.optim.SGD([param], lr=1.0), total_steps=100, steps_per_epoch=5)
+    assert entry["interval"] == "step"
+    plain = build(compose_run(["model/scheduler=none", "model.scheduler.warmup_epochs=0"], tmp_path / "b").model.scheduler)
+    assert plain(torch.optim.SGD([param], lr=1.0), total_steps=100, steps_per_epoch=5) == []
+    opt = torch.optim.SGD([param], lr=1.0)
+    assert optim.with_schedule(None, opt, None) is opt
+    # a settings node without a _target_ is not a schedule (it used to reach the module as a dict)
+    with pytest.raises(UserError, match=r"model.scheduler=\{'warmup_epochs': 2\} is not a schedule"):
+        optim.with_schedule(None, opt, {"warmup_epochs": 2})
+
+
+def test_constant_schedule_without_warmup_leaves_the_optimizer_alone():
+    class Module:
+        class trainer:
+            estimated_stepping_batches, num_training_batches, accumulate_grad_batches, max_epochs = 20, 4, 1, 5
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([param], lr=1.0)
+    assert optim.with_schedule(Module(), opt, partial(optim.constant)) is opt
+    optimizers, (entry,) = optim.with_schedule(Module(), opt, partial(optim.constant, warmup_epochs=1))
+    assert optimizers == [opt] and entry["interval"] == "step"
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)  # 4 steps per epoch: warm-up over 4 steps

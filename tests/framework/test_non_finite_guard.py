@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks.non_finite_guard import NonFiniteGuard, NonFiniteLossError
+from callbacks.non_finite_guard import NonFiniteGuard, NonFiniteGradientsError
 
 
 class Regression(L.LightningModule):
@@ -49,6 +49,6 @@ def test_isolated_nan_steps_are_skipped_without_touching_weights():
 
 def test_too_many_nan_steps_in_a_row_stop_with_a_clear_message():
     model, guard = Regression(nan_steps=range(100)), NonFiniteGuard(max_consecutive=3)
-    with pytest.raises(NonFiniteLossError, match=r"3 optimizer steps in a row had NaN/inf gradients.*gradient_clip_val"):
+    with pytest.raises(NonFiniteGradientsError, match=r"3 optimizer steps in a row had NaN/inf gradients.*gradient_clip_val"):
         _trainer(guard, 10).fit(model, _data())
     assert torch.isfinite(model.layer.weight).all()
