@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from callbacks.non_finite_guard import NonFiniteGuard, NonFiniteLossError
+from callbacks.non_finite_guard import NonFiniteGuard, NonFiniteGradientsError
 from lightning_modules.ris.callbacks import covariance_statistics, spectrum_figure
 from datamodules.loaders import batch_as_is
 from datamodules.ris.datamodule import SimulatedScenes
@@ -187,7 +187,7 @@ def test_non_finite_guard_covers_this_family(tmp_path):
     before = {name: p.detach().clone() for name, p in module.named_parameters()}
     trainer = L.Trainer(max_steps=6, callbacks=[guard], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
-    with pytest.raises(NonFiniteLossError, match="3 optimizer steps in a row"):
+    with pytest.raises(NonFiniteGradientsError, match="3 optimizer steps in a row"):
         trainer.fit(module, loader)
     assert guard.skipped_total == 3
     assert all(torch.equal(before[name], p) for name, p in module.named_parameters())
