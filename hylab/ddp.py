@@ -22,6 +22,11 @@ from omegaconf import open_dict, read_write
 DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "GLOBAL_RANK", "RANK", "LOCAL_WORLD_SIZE")
 
 
+def is_rank_zero_process() -> bool:
+    """Whether this process is rank 0 of its run, from the launcher's variables (no torch needed)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "GLOBAL_RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 @contextlib.contextmanager
 def leaves_process_as_found():
     """Close the process group and restore the launcher's env vars: the next job of a sweep

@@ -71,3 +71,32 @@ def find_unfinished_run(search_root: Path, key: str, exclude: Path | None = None
 
 def this_process() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def resume_unfinished(cfg, key: str, output_dir: Path) -> dict:
+    """With `resume` on and no `ckpt_path` given, point `cfg.ckpt_path` at the unfinished run of
+    this training, if there is one; returns what goes into the record ({} when nothing resumes)."""
+    from omegaconf import open_dict
+
+    if not cfg.get("resume", True) or cfg.get("ckpt_path") or (cfg.get("trainer") or {}).get("fast_dev_run"):
+        return {}
+    found = find_unfinished_run(Path(cfg.paths.log_dir) / str(cfg.task_name), key, exclude=output_dir)
+    if found is None:
+        return {}
+    with open_dict(cfg):
+        cfg.ckpt_path = str(found.checkpoint)
+    log.info(f"resuming the unfinished run {found.run_dir} from {found.checkpoint.name} "
+             f"(same training config, key {key}); resume=false starts afresh")
+    return {"resumed_from": str(found.run_dir), "resumed_checkpoint": str(found.checkpoint)}
+
+
+def mark_resumed(previous_run_dir: str, by_run_dir: Path) -> None:
+    """The unfinished run's record says where it was continued (so it is not resumed twice)."""
+    from hylab.records import read_run_record, write_run_record
+
+    try:
+        record = read_run_record(Path(previous_run_dir))
+    except (OSError, ValueError):
+        return
+    record |= {"status": "resumed", "resumed_in": str(by_run_dir)}
+    write_run_record(Path(previous_run_dir), record)

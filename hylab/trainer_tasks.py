@@ -21,7 +21,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.epoch_seed import EpochSeed
+from callbacks.preemption import SaveOnPreemption
 from callbacks.run_config import EmbedRunConfig
+from hylab.checkpoint_io import AtomicCheckpointIO
 from hylab.ddp import leaves_process_as_found
 from hylab.errors import UserError
 from hylab.instantiate import build, instantiate_group
@@ -45,10 +48,11 @@ def built(cfg: DictConfig):
     log.info(f"model: {cfg.model._target_}")
     model = build(cfg.model)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    callbacks.append(EmbedRunConfig(resolved, str(cfg.paths.output_dir)))
+    callbacks = instantiate_group(cfg.get("callbacks")) + framework_callbacks(cfg)
     loggers = instantiate_group(cfg.get("logger"))
-    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # checkpoints written atomically, unless the config brings its own checkpoint plugins
+    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
     status = "failed"
@@ -61,6 +65,19 @@ def built(cfg: DictConfig):
             logger.finalize(status)
         if "wandb" in sys.modules:
             sys.modules["wandb"].finish()
+
+
+def framework_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """What every Trainer run gets: its config and provenance in each checkpoint, a checkpoint
+    when a signal stops it, and epochs seeded by (seed, epoch) so a resumed run repeats them."""
+    from hylab.provenance import provenance
+
+    output_dir = Path(cfg.paths.output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    added = [EmbedRunConfig(resolved, str(output_dir), provenance()), SaveOnPreemption(str(output_dir / "checkpoints"))]
+    if cfg.get("seed") is not None:
+        added.append(EpochSeed(cfg.seed))
+    return added
 
 
 def checkpoint_paths(trainer: L.Trainer) -> dict:
@@ -96,10 +113,19 @@ def fit(cfg: DictConfig) -> TaskResult:
         return TaskResult(metrics=metrics, checkpoints=checkpoints, extra={"progress": progress})
 
 
+def checkpoint_provenance(path: str) -> dict:
+    """The provenance of the run that wrote a checkpoint (empty for a checkpoint without one)."""
+    from hylab.checkpoints import load_checkpoint
+
+    embedded = load_checkpoint(path, "ckpt_path").get("hylab") or {}
+    return {"run_dir": embedded.get("run_dir"), **(embedded.get("provenance") or {})}
+
+
 def _evaluate(cfg: DictConfig, stage: str) -> TaskResult:
     with built(cfg) as run:
         getattr(run.trainer, stage)(run.model, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
-        return TaskResult(metrics=dict(run.trainer.callback_metrics), checkpoints={"evaluated": str(cfg.ckpt_path)})
+        return TaskResult(metrics=dict(run.trainer.callback_metrics), checkpoints={"evaluated": str(cfg.ckpt_path)},
+                          extra={"checkpoint_provenance": checkpoint_provenance(cfg.ckpt_path)})
 
 
 def test(cfg: DictConfig) -> TaskResult:
