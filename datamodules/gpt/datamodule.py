@@ -22,7 +22,9 @@ from torch.utils.data import DataLoader
 from datamodules.gpt.chat import ConversationSet, docstring_conversations, render_conversation
 from datamodules.gpt.corpus import Document, fingerprint, load_documents, split_documents
 from datamodules.gpt.tokenizer import SPLIT_PATTERN, GPTTokenizer, train_bpe
-from datamodules.gpt.tokens import PackedSequences, cache_key, token_dtype, write_token_file
+from datamodules.gpt.tokens import PackedSequences, cache_key, move_aside, token_dtype, token_files_problem, write_token_file
+from hylab.records import atomic_write_text
+from hylab.store import sha256_file
 from datamodules.loaders import SplitDataModule, make_loader
 from hylab.errors import UserError
 
@@ -125,12 +127,18 @@ class TextDataModule(TokenDataModule):
             folder.mkdir(parents=True, exist_ok=True)
             meta_path = folder / "meta.json"
             if meta_path.is_file():
-                return
+                problem = token_files_problem(folder)
+                if problem is None:
+                    return
+                aside = move_aside(folder)
+                log.warning(f"token cache {folder} is damaged ({problem}); moved to {aside}, rebuilding it")
+                folder.mkdir(parents=True)
             counts = {}
             for split, docs in zip(("train", "val"), self.splits()):
                 counts[split] = write_token_file(folder / f"{split}.bin", self.tokenizer, docs)
-            meta = {"dtype": token_dtype(self.tokenizer.vocab_size).name, "tokens": counts, "source": self.hparams.source}
-            meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+            meta = {"dtype": token_dtype(self.tokenizer.vocab_size).name, "tokens": counts, "source": self.hparams.source,
+                    "sha256": {split: sha256_file(folder / f"{split}.bin") for split in counts}}
+            atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
             log.info(f"wrote token files {counts} to {folder}")
 
     def prepare_data(self) -> None:
