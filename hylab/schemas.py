@@ -24,6 +24,7 @@ class RunSettings:
     tags: list[str] = field(default_factory=list)
     seed: int | None = field(default=None, metadata=non_negative())
     ckpt_path: str | None = None
+    # Continue the unfinished run of the same training config (hylab/resume.py).
     resume: bool = True
     test_after_fit: bool = True
     monitor: str | None = None
@@ -146,7 +147,7 @@ def check_values(cfg: DictConfig) -> None:
         trainer = parse_settings(TrainerSettings, cfg.trainer, "trainer", allow_extra=True)
         _check_precision(trainer.precision)
         _check_batches(trainer)
-    for group in ("model", "data"):
+    for group in ("data", "model"):  # data first: the model interpolates some of its keys
         if cfg.get(group):
             check_node(cfg[group], group)
     for group in ("callbacks", "logger"):

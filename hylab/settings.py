@@ -221,7 +221,7 @@ def schema_for(target: str) -> type | None:
     return getattr(module, "SCHEMAS", {}).get(name)
 
 
-HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
+HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_", "_training_")  # _training_: hylab.instantiate
 
 
 def check_node(node: Mapping, key: str) -> None:

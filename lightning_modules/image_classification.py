@@ -99,9 +99,10 @@ class ImageClassifier(L.LightningModule):
         for name, value in zip(names, per_class):
             self.log(f"test/acc_class/{name}", value, sync_dist=True)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            from hylab.figures import confusion_matrix_figure, log_figure
+            from hylab.figures import log_figure
 
-            log_figure(self.trainer, "test/confusion_matrix", confusion_matrix_figure(matrix.cpu().numpy(), names))
+            figure, _ = self.test_confusion.plot(matrix.cpu(), labels=names)
+            log_figure(self.trainer, "test/confusion_matrix", figure)
 
     def _class_names(self, count: int) -> list[str]:
         names = getattr(self.trainer.datamodule, "class_names", None) if self.trainer.datamodule else None
