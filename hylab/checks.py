@@ -5,6 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from hylab.distributed_checks import check_fsdp_accelerator
 from hylab.errors import UserError
 from hylab.instantiate import check_logger_packages
 from hylab.schemas import check_values
@@ -54,4 +55,5 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"task={cfg.task} evaluates a checkpoint: add ckpt_path=<run dir>/checkpoints/<file>.ckpt")
     check_logger_packages(cfg.get("logger"))
     if cfg.get("trainer"):
+        check_fsdp_accelerator(cfg.trainer)
         check_accelerator(cfg.trainer)

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+
+from hylab.distributed_checks import check_storage_driver
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Transformer
@@ -153,6 +155,7 @@ def make_storage(url: str | None):
     """An optuna storage from a URL; the folder of a SQLite or journal file is created."""
     if not url:
         return None
+    check_storage_driver(url)
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -301,9 +304,10 @@ class ResumableOptunaSweep(Sweeper):
         )
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         recover_interrupted_trials(study)
-        if study.get_trials(deepcopy=False):
-            # A seeded sampler restarts its random sequence in every process: on a resumed or
-            # shared study it would propose the first trials' parameters again.
+        if self.storage_url:
+            # A seeded sampler restarts its random sequence in every process: on a persistent
+            # study (resumed, or shared by workers that may start at the same moment) it would
+            # propose the parameters other processes already tried.
             study.sampler.reseed_rng()
         log.info(f"study {study.study_name} in {self.storage_url or 'memory'}: {len(counted_trials(study))} of {n_trials} trials done or running")
         failures = 0

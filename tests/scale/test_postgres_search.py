@@ -123,8 +123,6 @@ def test_no_trial_runs_twice(search):
         assert (status == "completed") == (t.state == TrialState.COMPLETE), (t.number, t.state, status)
 
 
-@pytest.mark.xfail(reason="the sweeper reseeds a seeded sampler only when the study already has trials: workers that "
-                   "start together on an empty study propose the same first parameters", strict=False)
 def test_workers_started_together_propose_distinct_parameters(search):
     params = [tuple(sorted(t.params.items())) for t in counted(search.trials)]
     assert len(set(params)) == len(params)
