@@ -142,6 +142,19 @@ class EvaluationSettings:
         }
 
 
+@dataclass
+class SpeedrunSettings:
+    """task=speedrun (conf/experiment/gpt_speedrun.yaml): the stages' experiments and overrides."""
+
+    base_experiment: str = "gpt_tiny"
+    base_overrides: list[str] = field(default_factory=list)
+    sft_experiment: str = "gpt_sft"
+    sft_overrides: list[str] = field(default_factory=list)
+    sample_prompts: list[str] = field(default_factory=list)
+    chat_prompts: list[str] = field(default_factory=list)
+    max_new_tokens: int = field(default=64, metadata=positive())
+
+
 SCHEMAS = {
     "GPTLanguageModel": GPTModelSettings,
     "GPT": GPTNetSettings,

@@ -152,7 +152,7 @@ def test_task_generate_with_and_without_cache(base_run, tmp_path, capsys):
     texts = []
     for use_cache in (True, False):
         overrides = ["experiment=gpt_tiny", "task=generate", f"ckpt_path={base['checkpoints']['last']}",
-                     "generation.prompt=import os", "generation.max_new_tokens=12", "generation.temperature=0",
+                     "generation.prompt=import os", "generation.max_new_tokens=6", "generation.temperature=0",
                      f"generation.use_cache={use_cache}"]
         _, record = run_in_process(overrides, tmp_path / str(use_cache))
         texts.append(json.loads((tmp_path / str(use_cache) / "generations.json").read_text())["texts"])
