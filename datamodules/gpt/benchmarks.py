@@ -93,32 +93,19 @@ def question(query: str, texts: list[str], gold: int, **extra) -> Item:
     return Item([query] * len(texts), [f" {t}" for t in texts], gold, extra)
 
 
-def arc(dataset: str):
+def lettered(dataset: str, question_key: str = "question"):
+    """ARC, OpenBookQA, CommonsenseQA: choices {"text": [...], "label": ["A", ...]}, answerKey a label."""
+
     def read(root):
         items = []
         for row in split_rows(root, dataset):
             choices = literal(row["choices"])
             if row["answerKey"] in choices["label"]:
-                items.append(question(f"Question: {row['question']}\nAnswer:", choices["text"], choices["label"].index(row["answerKey"])))
+                query = f"Question: {row[question_key]}\nAnswer:"
+                items.append(question(query, choices["text"], choices["label"].index(row["answerKey"])))
         return items, items
 
     return read
-
-
-def openbookqa(root):
-    items = []
-    for row in split_rows(root, "openbookqa/main"):
-        choices = literal(row["choices"])
-        items.append(question(f"Question: {row['question_stem']}\nAnswer:", choices["text"], choices["label"].index(row["answerKey"])))
-    return items, items
-
-
-def commonsense_qa(root):
-    items = []
-    for row in split_rows(root, "tau/commonsense_qa/none"):
-        choices = literal(row["choices"])
-        items.append(question(f"Question: {row['question']}\nAnswer:", choices["text"], choices["label"].index(row["answerKey"])))
-    return items, items
 
 
 def hellaswag(root):
@@ -221,15 +208,15 @@ def humaneval(root):
 BENCHMARKS = {
     b.name: b
     for b in [
-        Benchmark("arc_easy", "choice", 25.0, arc("ai2_arc/ARC-Easy")),
-        Benchmark("arc_challenge", "choice", 25.0, arc("ai2_arc/ARC-Challenge")),
+        Benchmark("arc_easy", "choice", 25.0, lettered("ai2_arc/ARC-Easy")),
+        Benchmark("arc_challenge", "choice", 25.0, lettered("ai2_arc/ARC-Challenge")),
         Benchmark("hellaswag", "choice", 25.0, hellaswag),
         Benchmark("piqa", "choice", 50.0, piqa),
         Benchmark("winogrande", "choice", 50.0, winogrande),
         Benchmark("boolq", "choice", 50.0, boolq),
         Benchmark("copa", "choice", 50.0, copa),
-        Benchmark("commonsense_qa", "choice", 20.0, commonsense_qa),
-        Benchmark("openbookqa", "choice", 25.0, openbookqa),
+        Benchmark("commonsense_qa", "choice", 20.0, lettered("tau/commonsense_qa/none")),
+        Benchmark("openbookqa", "choice", 25.0, lettered("openbookqa/main", "question_stem")),
         Benchmark("sciq", "choice", 25.0, sciq),
         Benchmark("siqa", "choice", 100 / 3, siqa),
         Benchmark("lambada", "lm", 0.0, lambada),
