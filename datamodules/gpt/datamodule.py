@@ -177,16 +177,19 @@ class ChatDataModule(TokenDataModule):
         batch_size: int = 16,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
+        base: dict | None = None,
     ):
         super().__init__(batch_size, eval_batch_size, num_workers)
+        from lightning_modules.gpt.checkpoint import read_gpt_checkpoint, resolve_init_from
+
+        tokenizer_from = resolve_init_from(tokenizer_from, base)
         if not tokenizer_from:
             raise UserError(
                 "chat fine-tuning starts from a GPT checkpoint and uses its tokenizer: add "
-                "model.init_from=<run dir of experiment=gpt_tiny>/checkpoints/last.ckpt"
+                "model.init_from=<run dir of experiment=gpt_tiny>/checkpoints/last.ckpt, or "
+                "model.base.experiment=<name> (the run store trains or reuses it)"
             )
         self.save_hyperparameters(logger=False)
-        from lightning_modules.gpt.checkpoint import read_gpt_checkpoint
-
         self.tokenizer = read_gpt_checkpoint(tokenizer_from, key="model.init_from").tokenizer
 
     def setup(self, stage: str | None = None) -> None:

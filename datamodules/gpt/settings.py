@@ -33,6 +33,7 @@ class TextDataSettings(CorpusSettings):
 class ChatDataSettings(CorpusSettings):
     tokenizer_from: str | None = None  # the checkpoint being fine-tuned (model.init_from)
     batch_size: int = field(default=16, metadata=positive())
+    base: dict | None = None  # model.base: the run-store base model when tokenizer_from is null
 
 
 SCHEMAS = {"TextDataModule": TextDataSettings, "ChatDataModule": ChatDataSettings}
