@@ -40,6 +40,12 @@ def load_net(path: str | Path, key: str = "checkpoint", expected=None):
 
     `expected` (an nn.Module) is an optional net whose parameter shapes must match.
     """
+    return load_net_and_config(path, key, expected)[0]
+
+
+def load_net_and_config(path: str | Path, key: str = "checkpoint", expected=None) -> tuple:
+    """(net, run config) of a hylab checkpoint, read once: `load_net` plus the resolved config
+    the run embedded (for what the net was trained on, e.g. its data settings)."""
     from hydra.utils import instantiate
 
     checkpoint = load_checkpoint(path, key)
@@ -51,7 +57,24 @@ def load_net(path: str | Path, key: str = "checkpoint", expected=None):
     net.load_state_dict(state)
     if expected is not None:
         check_shapes(expected, net.state_dict(), f"{key}={path}")
-    return net.eval()
+    return net.eval(), checkpoint["hylab"]["config"]
+
+
+def load_stored_net(experiment: str, overrides: list[str], key: str, store_dir: str | None = None,
+                    log_dir: str | None = None, expected=None) -> tuple:
+    """(net, run config, store entry) of `experiment` + `overrides` from the run store, trained
+    first (once) when the store has no such run. `store_dir` None: the store the experiment's
+    own config names; store.* is outside the training hash, so the entry is the same either way."""
+    from hylab.store import RunStore, compose_for
+
+    overrides = [str(o) for o in overrides]
+    if store_dir:
+        overrides.append(f"store.dir={store_dir}")  # the run trained for it lands in that store too
+    else:
+        store_dir = compose_for(experiment, overrides, log_dir).store.dir
+    entry = RunStore(store_dir).get_or_train(experiment, overrides, log_dir)
+    net, config = load_net_and_config(entry.checkpoint, key, expected)
+    return net, config, entry
 
 
 def _targets(node):
