@@ -64,7 +64,7 @@ class TrainerSettings:
 
 @dataclass
 class AdamWSettings:
-    lr: float = field(default=1e-3, metadata=positive())
+    lr: float = field(default=1e-3, metadata=non_negative())  # 0 freezes (tests, probes)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = field(default=1e-8, metadata=positive())
     weight_decay: float = field(default=0.01, metadata=non_negative())
@@ -76,7 +76,7 @@ class AdamWSettings:
 
 @dataclass
 class SGDSettings:
-    lr: float = field(default=1e-3, metadata=positive())
+    lr: float = field(default=1e-3, metadata=non_negative())  # 0 freezes (tests, probes)
     momentum: float = field(default=0.0, metadata=between(0, 1))
     dampening: float = field(default=0.0, metadata=between(0, 1))
     weight_decay: float = field(default=0.0, metadata=non_negative())
@@ -87,7 +87,7 @@ class SGDSettings:
 
 @dataclass
 class MuonSettings:
-    lr: float = field(default=1e-3, metadata=positive())
+    lr: float = field(default=1e-3, metadata=non_negative())  # 0 freezes (tests, probes)
     weight_decay: float = field(default=0.1, metadata=non_negative())
     momentum: float = field(default=0.95, metadata=between(0, 1))
     nesterov: bool = True
