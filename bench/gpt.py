@@ -2,9 +2,9 @@
 and zstd on the same held-out bytes; training tokens/s; KV-cache generation speed-up; tokenizer
 bytes per token; and, on a GPU, gpt_small with bf16 + torch.compile.
 
-    uv run python bench/gpt.py                              # Austen, 10 minutes of training
-    uv run python bench/gpt.py --corpus python_docs --minutes 5
-    uv run --with bpe-openai python bench/gpt.py            # + cl100k / o200k bytes per token
+    uv run python -m bench.gpt                              # Austen, 10 minutes of training
+    uv run python -m bench.gpt --corpus python_docs --minutes 5
+    uv run --with bpe-openai python -m bench.gpt            # + cl100k / o200k bytes per token
 
 Training runs `run.py experiment=gpt_tiny` as a subprocess (the real CLI). Its step count is set
 from a short calibration run so that training fills --minutes (the warm-down then ends on
@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "out" / "gpt"
 CORPUS_DATA = {"austen": "gpt_austen", "python_docs": "gpt_pydocs", "stdlib": "gpt_text"}
 
@@ -47,7 +46,7 @@ def train_tiny(data: str, minutes: float, extra: list[str]) -> dict:
     base = ["experiment=gpt_tiny", f"data={data}", "trainer.accelerator=cpu", *extra]
     shutil.rmtree(OUT / "calibrate", ignore_errors=True)
     calib = run_py([*base, "trainer.max_steps=12", "trainer.val_check_interval=1000000", "trainer.log_every_n_steps=1",
-                    "callbacks.throughput.window_size=6", "callbacks.model_checkpoint=null", "+trainer.enable_checkpointing=false"],
+                    "callbacks.throughput.window_size=6", "callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null", "+trainer.enable_checkpointing=false"],
                    OUT / "calibrate")
     tokens_per_s = last_logged(Path(calib["run_dir"]), "train/device/items_per_sec")
     from omegaconf import OmegaConf
@@ -71,13 +70,15 @@ def heldout_bpb(net, tokens, token_bytes, sequence_len: int) -> tuple[float, int
     the bytes counted are exactly the held-out documents' bytes."""
     import torch
 
+    from lightning_modules.gpt.losses import next_token_loss
+
     nats, nbytes = 0.0, 0
     stream = torch.as_tensor(tokens.astype("int64"))
     with torch.inference_mode():
         for start in range(0, len(stream) - 1, sequence_len):
             window = stream[start : start + sequence_len + 1]
             targets = window[1:]
-            per_token = net(window[None, :-1], targets[None], reduction="none")
+            per_token = next_token_loss(net(window[None, :-1]), targets[None], reduction="none")
             counted = token_bytes[targets] > 0
             nats += float(per_token[counted].double().sum())
             nbytes += int(token_bytes[targets].sum())
@@ -105,7 +106,7 @@ def compressors(train: bytes, val: bytes) -> dict[str, float]:
 
 
 def generation_speed(net, prompt: list[int], new_tokens: int, num_samples: int) -> dict:
-    from lightning_modules.gpt_engine import generate_tokens
+    from lightning_modules.gpt.engine import generate_tokens
 
     timings, outputs = {}, {}
     for use_cache in (True, False):
@@ -146,8 +147,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from datamodules.gpt_tokenizer import evaluate_tokenizer
-    from lightning_modules.gpt_checkpoint import build_net, read_gpt_checkpoint
+    from datamodules.gpt.tokenizer import evaluate_tokenizer
+    from lightning_modules.gpt.checkpoint import build_net, read_gpt_checkpoint
 
     if args.reuse:
         record = json.loads((OUT / "train_record.json").read_text())
@@ -165,7 +166,7 @@ def main() -> None:
     val_tokens = np.fromfile(val_file, dtype=dtype)
     bpb, counted = heldout_bpb(net, val_tokens, torch.from_numpy(tokenizer.token_bytes), checkpoint.config.sequence_len)
 
-    from datamodules.gpt_corpus import load_documents, split_documents
+    from datamodules.gpt.corpus import load_documents, split_documents
 
     data_cfg = cfg["data"]
     train_docs, val_docs = split_documents(

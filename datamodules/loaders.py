@@ -20,7 +20,13 @@ def make_loader(
     collate_fn: Callable | None = batch_as_is,
     sampler: Sampler | None = None,
 ) -> DataLoader:
-    """Workers stay alive across epochs (their start-up costs more than an epoch of small data)."""
+    """Workers stay alive across epochs (their start-up costs more than an epoch of small data).
+
+    The loader has its own generator: starting an iterator draws a seed from it, and drawing from
+    the global one instead would shift the numbers of everything after it, so a resumed run
+    would not repeat the uninterrupted one (callbacks/epoch_seed.py)."""
+    import torch
+
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -30,6 +36,7 @@ def make_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63),
     )
 
 
@@ -52,8 +59,15 @@ class SplitDataModule(L.LightningDataModule):
 
     def dataset_loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
-        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.pin_memory,
-                           collate_fn=getattr(dataset, "collate", batch_as_is))
+        return make_loader(dataset, batch_size, False, self.num_workers, self.pin_memory,
+                           collate_fn=getattr(dataset, "collate", batch_as_is), sampler=self.sampler(dataset, shuffle))
+
+    @staticmethod
+    def sampler(dataset: Dataset, shuffle: bool) -> Sampler | None:
+        """Shuffled splits get an order fixed by (run seed, epoch), so resumed runs repeat it."""
+        import torch
+
+        return EpochShuffle(len(dataset), torch.initial_seed()) if shuffle else None
 
     def _eval_loader(self, split: str) -> DataLoader:
         split = split if split in self.datasets else "val"
@@ -70,3 +84,25 @@ class SplitDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order that depends only on (seed, epoch): Lightning calls `set_epoch` before each
+    epoch, so a run resumed at an epoch boundary sees the orders the uninterrupted run saw."""
+
+    def __init__(self, length: int, seed: int):
+        self.length = length
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())

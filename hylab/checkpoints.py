@@ -1,5 +1,11 @@
-"""Loading nets from hylab checkpoints (teachers, base models) with clear errors."""
+"""Loading nets from hylab checkpoints (teachers, base models) with clear errors.
 
+The one reader of hylab checkpoints: `load_checkpoint` (the file), `net_config` (the embedded
+net node), `net_state_dict` (its weights), `check_net_targets` (the node's targets still exist),
+`load_net` (all of it: a net in eval mode) and `check_shapes`.
+"""
+
+import importlib
 from pathlib import Path
 
 from hylab.checks import check_checkpoint_file
@@ -43,7 +49,9 @@ def load_net_and_config(path: str | Path, key: str = "checkpoint", expected=None
     from hydra.utils import instantiate
 
     checkpoint = load_checkpoint(path, key)
-    net = instantiate(net_config(checkpoint, key))
+    config = net_config(checkpoint, key)
+    check_net_targets(config, path, key)
+    net = instantiate(config)
     state = net_state_dict(checkpoint)
     check_shapes(net, state, f"{key}={path}")
     net.load_state_dict(state)
@@ -67,6 +75,43 @@ def load_stored_net(experiment: str, overrides: list[str], key: str, store_dir: 
     entry = RunStore(store_dir).get_or_train(experiment, overrides, log_dir)
     net, config = load_net_and_config(entry.checkpoint, key, expected)
     return net, config, entry
+
+
+def _targets(node):
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield str(node["_target_"])
+        for value in node.values():
+            yield from _targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _targets(value)
+
+
+def _exists(target: str) -> bool:
+    """Whether `pkg.module.name` names an attribute of an importable module. A module that exists
+    but fails to import (a missing dependency) raises as itself: that is not a moved target."""
+    module_path, _, name = target.rpartition(".")
+    try:
+        module = importlib.import_module(module_path)
+    except ModuleNotFoundError as err:
+        if err.name and (module_path == err.name or module_path.startswith(err.name + ".")):
+            return False
+        raise
+    return hasattr(module, name)
+
+
+def check_net_targets(config: dict, path: str | Path, key: str = "checkpoint") -> None:
+    """Refuse, in one line, a net whose `_target_` no longer exists: a checkpoint written before
+    the code it names was moved or renamed."""
+    for target in _targets(config):
+        if not _exists(target):
+            raise UserError(
+                f"{key}={path} names the net _target_ {target}, which no longer exists (the checkpoint was written "
+                "before the code moved): retrain it (a teacher or base model from the run store is retrained "
+                "automatically), or evaluate it with its experiment's config, `python run.py experiment=<name> "
+                f"task=test ckpt_path={path}`, which loads only the state_dict"
+            )
 
 
 def check_shapes(net, state: dict, what: str) -> None:

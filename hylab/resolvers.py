@@ -14,7 +14,18 @@ def _run_uid() -> str:
     return secrets.token_hex(3)
 
 
+def _experiment_name(*, _root_) -> str:
+    """The selected experiment's name. ${hydra:runtime.choices.experiment} needs HydraConfig,
+    which a multirun launcher's own config (its folders name the task) is resolved without."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get("experiment")
+    return _root_.hydra.runtime.choices.get("experiment")
+
+
 def register() -> None:
+    OmegaConf.register_new_resolver("experiment_name", _experiment_name, replace=True)
     OmegaConf.register_new_resolver("run_uid", _run_uid, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
     # mode: max|min (checkpointing's words) -> maximize|minimize (optuna's words)

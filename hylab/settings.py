@@ -51,7 +51,7 @@ def _describe(annotation) -> str:
         parts = [_describe(a) for a in args if a is not type(None)]
         return " or ".join(parts) + (" or null" if type(None) in args else "")
     if origin in (list, tuple):
-        return f"a list of {_describe(args[0])}" if args else "a list"
+        return f"a list (each item {_describe(args[0])})" if args else "a list"
     if origin in (dict, Mapping):
         return "a mapping"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
@@ -143,20 +143,27 @@ def _plain(node):
     return node
 
 
-def parse_settings(schema: type[T], node: Mapping | None, key: str, ignore: tuple[str, ...] = ()) -> T:
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def parse_settings(schema: type[T], node: Mapping | None, key: str, ignore: tuple[str, ...] = (), allow_extra: bool = False) -> T:
     """`node` as a `schema` dataclass; unknown keys, wrong types and out-of-range values raise a
-    one-line UserError that names `key.<field>`, the value and what is allowed."""
-    values = dict(_plain(node) or {})
-    for name in ignore:
-        values.pop(name, None)
+    one-line UserError that names `key.<field>`, the value and what is allowed. With
+    `allow_extra`, keys the schema does not name are left alone (checked elsewhere, or not ours)."""
+    node = node if node is not None else {}
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise UserError(f"{key}.{unknown[0]} is not a setting of {key}; allowed: {', '.join(fields)}")
+    given = [name for name in node.keys() if name not in ignore]
+    unknown = sorted(set(given) - set(fields))
+    if unknown and not allow_extra:
+        raise UserError(f"{_join(key, unknown[0])} is not a setting of {key or 'the run'}; allowed: {', '.join(fields)}")
     hints = typing.get_type_hints(schema)
     parsed = {}
-    for name, value in values.items():
-        full_key = f"{key}.{name}"
+    for name in given:
+        if name not in fields:
+            continue
+        value = _plain(node[name])
+        full_key = _join(key, name)
         annotation = hints.get(name, Any)
         try:
             coerced = _coerce(value, annotation)
@@ -169,11 +176,11 @@ def parse_settings(schema: type[T], node: Mapping | None, key: str, ignore: tupl
         parsed[name] = coerced
     missing = [n for n, f in fields.items() if n not in parsed and f.default is MISSING and f.default_factory is MISSING]
     if missing:
-        raise UserError(f"{key}.{missing[0]} is required and was not given")
+        raise UserError(f"{_join(key, missing[0])} is required and was not given")
     try:
         return schema(**parsed)
     except (ValueError, TypeError) as err:
-        raise UserError(f"{key}: {err}") from None
+        raise UserError(f"{key or 'config'}: {err}") from None
 
 
 def _nested_dataclass(annotation):
@@ -185,23 +192,44 @@ def _nested_dataclass(annotation):
     return None
 
 
+# Schemas of library targets (torch optimizers, Lightning callbacks), keyed by the full `_target_`;
+# filled by hylab/schemas.py. A library's own modules are never imported to find a schema.
+LIBRARY_SCHEMAS: dict[str, type] = {}
+
+
+def _is_project_package(name: str) -> bool:
+    from hylab.resolvers import PROJECT_ROOT
+
+    return (PROJECT_ROOT / name / "__init__.py").is_file()
+
+
 def schema_for(target: str) -> type | None:
-    """The settings dataclass of a `_target_` (`pkg.module.Name`): `pkg.settings.SCHEMAS["Name"]`,
-    or None. Only the settings module is imported; it (and the package's __init__) import no torch."""
-    module_path, _, name = str(target).rpartition(".")
-    package = module_path.rpartition(".")[0]
-    if not package:
-        return None
-    try:
-        module = importlib.import_module(f"{package}.settings")
-    except ModuleNotFoundError as err:
-        if err.name and f"{package}.settings".startswith(err.name):
-            return None
-        raise
-    return getattr(module, "SCHEMAS", {}).get(name)
+    """The settings dataclass of a `_target_` (`pkg.sub.module.Name`): for the project's own
+    targets `SCHEMAS["Name"]` of the nearest `settings.py` up the package path (`pkg.sub.settings`,
+    then `pkg.settings`), for a library's the LIBRARY_SCHEMAS entry; else None. Only settings
+    modules are imported; they (and their packages' __init__) import no torch."""
+    target = str(target)
+    if not _is_project_package(target.split(".", 1)[0]):
+        import hylab.schemas  # noqa: F401  (fills LIBRARY_SCHEMAS)
+
+        return LIBRARY_SCHEMAS.get(target)
+    module_path, _, name = target.rpartition(".")
+    parts = module_path.split(".")[:-1] or module_path.split(".")
+    while parts:
+        candidate = ".".join(parts) + ".settings"
+        try:
+            module = importlib.import_module(candidate)
+        except ModuleNotFoundError as err:
+            if not (err.name and candidate.startswith(err.name)):
+                raise
+        else:
+            if name in getattr(module, "SCHEMAS", {}):
+                return module.SCHEMAS[name]
+        parts.pop()
+    return None
 
 
-HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
+HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_", "_training_")  # _training_: hylab.instantiate
 
 
 def check_node(node: Mapping, key: str) -> None:
@@ -214,7 +242,7 @@ def check_node(node: Mapping, key: str) -> None:
     schema = schema_for(target) if target else None
     object_keys = tuple(name for name, child in node.items() if _is_object(child))
     if schema is not None:
-        parse_settings(schema, {k: _plain(v) for k, v in node.items() if k not in HYDRA_KEYS}, key, ignore=object_keys)
+        parse_settings(schema, {k: v for k, v in node.items() if k not in HYDRA_KEYS}, key, ignore=object_keys)
     for name in object_keys:
         check_node(node[name], f"{key}.{name}")
 

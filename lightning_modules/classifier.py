@@ -49,40 +49,39 @@ def check_parts(net: nn.Module, names, key: str) -> None:
             raise UserError(f"{key}: {name!r} is not a part of the net; its parts: {', '.join(net_parts(net))}")
 
 
-class BestSoFar(nn.Module):
+class BestSoFar:
     """Best-so-far values of epoch metrics, logged as `<name>_best`.
 
-    `modes` maps metric names (`val/acc`) to "max" or "min". The values are saved with the
-    module (they survive resume from a checkpoint) and cleared when a fresh fit starts.
+    `modes` maps metric names (`val/acc`) to "max" or "min". `add_to` registers one torchmetrics
+    Max/MinMetric per name on the module, as `<name with / as _>_best` (`val_acc_best`): saved with
+    the module's state (it survives resume from a checkpoint), cleared when a fresh fit starts.
     """
 
     def __init__(self, modes: Mapping[str, str]):
-        super().__init__()
-        self.names = dict(modes)
-        self.best = nn.ModuleDict()
-        for name, mode in self.names.items():
-            metric = MaxMetric() if mode == "max" else MinMetric()
-            metric.persistent(True)
-            self.best[self._key(name)] = metric
+        self.modes = dict(modes)
 
     @staticmethod
-    def _key(name: str) -> str:
-        return name.replace("/", "_")
+    def attribute(name: str) -> str:
+        return name.replace("/", "_") + "_best"
 
-    def __getitem__(self, name: str):
-        return self.best[self._key(name)]
+    def add_to(self, module: nn.Module) -> "BestSoFar":
+        for name, mode in self.modes.items():
+            metric = MaxMetric() if mode == "max" else MinMetric()
+            metric.persistent(True)
+            setattr(module, self.attribute(name), metric)
+        return self
 
     def on_train_start(self, module: L.LightningModule) -> None:
         if module.trainer.global_step == 0:  # keep the best values when resuming
-            for metric in self.best.values():
-                metric.reset()
+            for name in self.modes:
+                getattr(module, self.attribute(name)).reset()
 
     def update_and_log(self, module: L.LightningModule, values: Mapping[str, torch.Tensor]) -> None:
         """Fold this epoch's `values` in and log the best of each (skipped while sanity checking)."""
         if module.trainer.sanity_checking:
             return
         for name, value in values.items():
-            metric = self[name]
+            metric = getattr(module, self.attribute(name))
             metric(value)
             module.log(f"{name}_best", metric.compute(), sync_dist=True, prog_bar=True)
 
@@ -120,7 +119,7 @@ class Classifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes, average="macro") if f1_macro else None
         self.test_f1 = MulticlassF1Score(num_classes, average="macro") if f1_macro else None
-        self.best = BestSoFar({"val/acc": "max", **({"val/f1_macro": "max"} if f1_macro else {})})
+        self.best = BestSoFar({"val/acc": "max", **({"val/f1_macro": "max"} if f1_macro else {})}).add_to(self)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         if compile:
             self.net.compile()

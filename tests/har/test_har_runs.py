@@ -74,7 +74,7 @@ def test_target_only_fine_tuning_uses_the_same_base(stored_base):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["finetune.mode=fine_tune_everything"], r"finetune.mode='fine_tune_everything' is not allowed; choose one of: full_fine_tuning, "),
+    (["finetune.mode=fine_tune_everything"], r"finetune_mode='fine_tune_everything' is not allowed; expected one of 'full_fine_tuning', "),
     (["finetune.mode=target_only", "finetune.freeze=[features.0]"],
      r"finetune.freeze=\['features.0'\] adjusts layers of a base model, but finetune.mode=target_only trains a fresh one"),
     (["finetune.mode=target_only", "finetune.lr_scales={head: 2}"], r"finetune.lr_scales=\{'head': 2\} adjusts layers of a base model"),

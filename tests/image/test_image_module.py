@@ -20,22 +20,23 @@ def test_compiled_net_keeps_checkpoint_keys():
 
 def test_best_validation_accuracy_is_saved_with_the_module():
     module = make()
-    module.best["val/acc"](torch.tensor(0.8))
-    module.best["val/acc"](torch.tensor(0.7))
+    module.val_acc_best(torch.tensor(0.8))
+    module.val_acc_best(torch.tensor(0.7))
     state = module.state_dict()
-    assert "best.best.val_acc.max_value" in state
+    assert "val_acc_best.max_value" in state  # the name checkpoints have always used
     restored = make()
     restored.load_state_dict(state)
-    assert restored.best["val/acc"].compute() == torch.tensor(0.8)
+    assert restored.val_acc_best.compute() == torch.tensor(0.8)
 
 
 def test_best_so_far_follows_each_metric_mode():
-    best = BestSoFar({"val/acc": "max", "val/loss": "min"})
+    holder = torch.nn.Module()
+    BestSoFar({"val/acc": "max", "val/loss": "min"}).add_to(holder)
     for acc, loss in [(0.5, 2.0), (0.9, 1.5), (0.7, 1.0)]:
-        best["val/acc"](torch.tensor(acc))
-        best["val/loss"](torch.tensor(loss))
-    assert best["val/acc"].compute().item() == pytest.approx(0.9)
-    assert best["val/loss"].compute().item() == pytest.approx(1.0)
+        holder.val_acc_best(torch.tensor(acc))
+        holder.val_loss_best(torch.tensor(loss))
+    assert holder.val_acc_best.compute().item() == pytest.approx(0.9)
+    assert holder.val_loss_best.compute().item() == pytest.approx(1.0)
 
 
 def test_prediction_metrics_are_the_accuracy_of_pred_vs_label():

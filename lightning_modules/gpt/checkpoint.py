@@ -1,0 +1,88 @@
+"""What a GPT checkpoint carries besides the weights, and how to read it back without Hydra.
+
+Every checkpoint the family writes holds checkpoint["gpt"] = {"config": GPTConfig as a dict,
+"tokenizer": the tokenizer's JSON}: plain values, so `torch.load(weights_only=True)` reads it, and
+a checkpoint alone is enough to chat with, generate from or fine-tune. The net is rebuilt from
+that entry, not from the run's embedded config: a chat fine-tune has `model.net: null` there, and
+the entry names no code path, so checkpoints written before the family became a package load too.
+Reading the file and the weights is hylab.checkpoints'.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from datamodules.gpt.tokenizer import GPTTokenizer
+from hylab.checkpoints import check_shapes, load_checkpoint, net_state_dict
+from hylab.errors import UserError
+from lightning_modules.gpt.nets import GPT
+from lightning_modules.gpt.settings import GPTConfig
+
+CHECKPOINT_KEY = "gpt"
+# A net compiled with torch.compile(net) (not net.compile()) saves its weights under this prefix.
+COMPILED_PREFIX = "_orig_mod."
+
+
+@dataclass
+class GPTCheckpoint:
+    path: Path
+    config: GPTConfig
+    tokenizer: GPTTokenizer
+    weights: dict[str, torch.Tensor]
+
+
+def checkpoint_entry(net: GPT, tokenizer_json: str) -> dict:
+    return {"config": net.config.to_dict(), "tokenizer": tokenizer_json}
+
+
+def read_gpt_checkpoint(path_value: str, key: str = "ckpt_path") -> GPTCheckpoint:
+    checkpoint = load_checkpoint(path_value, key)
+    entry = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, dict) else None
+    if not entry or "state_dict" not in checkpoint:
+        raise UserError(
+            f"{key}={path_value} is not a GPT checkpoint (it has no '{CHECKPOINT_KEY}' entry): give a "
+            "checkpoints/*.ckpt of a run of experiment=gpt_tiny, gpt_small or gpt_sft"
+        )
+    weights = {name.replace(COMPILED_PREFIX, ""): value for name, value in net_state_dict(checkpoint).items()}
+    return GPTCheckpoint(Path(path_value), GPTConfig(**entry["config"]), GPTTokenizer.from_str(entry["tokenizer"]), weights)
+
+
+def load_weights(net: GPT, checkpoint: GPTCheckpoint, key: str) -> GPT:
+    check_shapes(net, checkpoint.weights, f"{key}={checkpoint.path}")
+    net.load_state_dict(checkpoint.weights, strict=True)
+    return net
+
+
+def build_net(checkpoint: GPTCheckpoint, key: str = "ckpt_path") -> GPT:
+    return load_weights(GPT(checkpoint.config), checkpoint, key)
+
+
+_resolved: dict[tuple, str] = {}
+
+
+def resolve_init_from(init_from: str | None, base: dict | None) -> str | None:
+    """The checkpoint a fine-tune starts from: `init_from` when given, else the run-store entry of
+    `base` = {experiment, overrides, log_dir, store_dir} (trained once if absent, then reused, as
+    the distillation teacher is). The DataModule (for the tokenizer) and the module (for the
+    weights) both ask; the second ask is answered from memory."""
+    if init_from or not base or not base.get("experiment"):
+        return init_from or None
+    overrides = [str(o) for o in base.get("overrides") or []]
+    key = (base["experiment"], tuple(overrides), str(base.get("log_dir")), str(base.get("store_dir")))
+    if key not in _resolved:
+        import logging
+
+        from hylab.store import RunStore, compose_for
+
+        default_store = compose_for(base["experiment"], overrides, base.get("log_dir")).store.dir
+        store_dir = base.get("store_dir") or default_store
+        if str(store_dir) != str(default_store):
+            overrides.append(f"store.dir={store_dir}")
+        entry = RunStore(store_dir).get_or_train(base["experiment"], overrides, base.get("log_dir"))
+        logging.getLogger("hylab").info(
+            f"base model: run {entry.record.get('run_id')} of experiment={base['experiment']} {' '.join(key[1])} "
+            f"(store key {entry.key}, val/bpb_best {(entry.record.get('metrics') or {}).get('val/bpb_best')}) from {entry.run_dir}"
+        )
+        _resolved[key] = str(entry.checkpoint)
+    return _resolved[key]
