@@ -127,3 +127,23 @@ def test_distillation_term_is_t2_times_kl():
     s, t = torch.randn(3, 5), torch.randn(3, 5)
     kl = (F.softmax(t / 2, -1) * (F.log_softmax(t / 2, -1) - F.log_softmax(s / 2, -1))).sum(-1).mean()
     assert losses.distillation_term(s, t, 2.0).item() == pytest.approx(4 * kl.item(), rel=1e-5)
+
+
+def test_module_mixes_the_teacher_term_in_with_weight_w():
+    from functools import partial
+
+    from lightning_modules.hybrid.module import HybridClassifier
+    from lightning_modules.image.module import TeacherOutputs
+    from tests.hybrid.conftest import tiny
+
+    torch.manual_seed(0)
+    module = HybridClassifier(tiny(mode="vit"), partial(torch.optim.AdamW), label_smoothing=0.0,
+                              distillation={"weight": 0.3, "temperature": 2.0}).eval()
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    teacher = torch.randn(4, 10)
+    assert module.needs_teacher and module.teacher_token_layers() is None
+    module.receive_teacher_outputs(TeacherOutputs(teacher))
+    with torch.no_grad():
+        loss, logits, _ = module.task_loss((x, y))
+        expected = 0.7 * F.cross_entropy(logits, y) + 0.3 * losses.distillation_term(logits, teacher, 2.0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
