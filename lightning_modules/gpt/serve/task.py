@@ -33,10 +33,12 @@ def serve_settings(cfg: DictConfig) -> ServeSettings:
 def build_server(net, tokenizer, name: str, settings: ServeSettings):
     """(app, worker) for a net and its tokenizer; the worker is started."""
     from lightning_modules.gpt.serve.app import ServedModel, create_app
-    from lightning_modules.gpt.serve.worker import GenerationWorker, plain_reply
+    from lightning_modules.gpt.serve.worker import GenerationWorker
+    from lightning_modules.gpt.tools import reply_pieces, run_in_sandbox
 
-    make_stream = functools.partial(plain_reply, net, tokenizer)
-    tools = False
+    tools = settings.tools and tokenizer.has_tools
+    run_tool = functools.partial(run_in_sandbox, wall_s=settings.tool_wall_s, memory_mb=settings.tool_memory_mb) if tools else None
+    make_stream = functools.partial(reply_pieces, net, tokenizer, run_tool=run_tool)
     model = ServedModel(name, net.num_parameters(), net.config.max_positions, tokenizer, tools)
     worker = GenerationWorker(make_stream, settings.max_active, settings.max_queue).start()
     return create_app(model, worker, settings), worker

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from lightning_modules.gpt.engine import StreamingDecoder, generate
-
 Piece = tuple[str, str]  # (kind: "text" | "python" | "output", text)
 ReplyStream = Generator[Piece, None, str]  # yields one piece per sampled token; returns the finish reason
 
@@ -29,22 +27,6 @@ class Sampling:
     temperature: float
     top_k: int | None
     seed: int | None = None
-
-
-def plain_reply(net, tokenizer, prompt: list[int], sampling: Sampling) -> ReplyStream:
-    """The reply as text pieces, one per sampled token (empty while a UTF-8 character is incomplete);
-    ends at any special token ("stop") or after max_new_tokens ("length")."""
-    stops = tokenizer.special_ids
-    decoder = StreamingDecoder(tokenizer.decode)
-    for column in generate(
-        net, prompt, sampling.max_new_tokens, temperature=sampling.temperature, top_k=sampling.top_k,
-        seed=sampling.seed, vocab_limit=tokenizer.vocab_size,
-    ):
-        token = int(column[0])
-        if token in stops:
-            return "stop"
-        yield "text", decoder.push(token)
-    return "length"
 
 
 class QueueFull(Exception):
