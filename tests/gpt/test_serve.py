@@ -22,7 +22,8 @@ def model():
 @pytest.fixture(scope="module")
 def server(model):
     net, tokenizer = model
-    app, worker = build_server(net, tokenizer, "tiny-test", ServeSettings(max_new_tokens=64, max_message_chars=500, max_body_bytes=4096))
+    settings = ServeSettings(max_new_tokens=64, max_message_chars=500, max_body_bytes=4096, tools=False)
+    app, worker = build_server(net, tokenizer, "tiny-test", settings)
     with running(app, worker) as port:
         yield port
 
@@ -140,11 +141,29 @@ def test_timeout_and_disconnect_end_the_reply(model):
         assert worker.load == {"active": 0, "queued": 0}
 
 
+def test_a_tool_call_streams_as_python_then_output(model, monkeypatch):
+    from datamodules.gpt.tokenizer import ASSISTANT_END, PYTHON_END, PYTHON_START
+    from tests.gpt.test_tools import scripted
+
+    net, tok = model
+    script = [tok.id_of(PYTHON_START), *tok.encode("6 * 7"), tok.id_of(PYTHON_END), *[0] * 3, *tok.encode("It is 42."), tok.id_of(ASSISTANT_END)]
+    scripted(monkeypatch, script)
+    app, worker = build_server(net, tok, "tiny", ServeSettings(max_new_tokens=40))
+    with running(app, worker) as port:
+        assert request(port, "GET", "/api/info")[1]["tools"] is True
+        events = [e for _, e in stream(port, "/api/chat", {**HELLO, "max_tokens": 40})]
+    kinds = [e["kind"] for e in events if e["type"] == "token"]
+    assert kinds[0] == "python" and "output" in kinds and kinds[-1] == "text"
+    text = {kind: "".join(e["text"] for e in events if e.get("kind") == kind) for kind in set(kinds)}
+    assert text == {"python": "6 * 7", "output": "42", "text": "It is 42."}
+    assert events[-1]["finish_reason"] == "stop"
+
+
 def test_eight_chats_at_once_all_stream(server):
     results = [None] * 8
 
     def chat(i):
-        events = list(stream(server, "/api/chat", {**HELLO, "seed": i, "max_tokens": 32}))
+        events = list(stream(server, "/api/chat", {**HELLO, "seed": i, "max_tokens": 12}))
         results[i] = (events[0][0], events[-1][0], events[-1][1])
 
     threads = [threading.Thread(target=chat, args=(i,)) for i in range(8)]

@@ -31,7 +31,7 @@ def served():
 
 def test_chat_page_streams_a_reply_in_chromium(tmp_path):
     net, tokenizer, name = served()
-    app, worker = build_server(net, tokenizer, name, ServeSettings(max_new_tokens=48, temperature=0.0))
+    app, worker = build_server(net, tokenizer, name, ServeSettings(max_new_tokens=48, temperature=0.0))  # greedy: the same reply each time
     browser = None
     with running(app, worker) as port:
         try:
