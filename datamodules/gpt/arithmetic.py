@@ -14,9 +14,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from datamodules.gpt.chat import ConversationSet
+from datamodules.gpt.chat import ConversationSet, render_conversation
 from datamodules.gpt.datamodule import TokenDataModule
-from datamodules.gpt.tool_chat import render_with_tools
 from hylab.errors import UserError
 
 NAMES = ("Mia", "Noah", "Ava", "Liam", "Zoe", "Omar", "Lena", "Ivan", "Sara", "Theo", "Nina", "Ravi")
@@ -134,7 +133,7 @@ class ArithmeticChatDataModule(_FromCheckpoint):
             return
         hp = self.hparams
         for split, count in (("train", hp.num_train), ("val", hp.num_val)):
-            rendered = [render_with_tools(self.tokenizer, conversation(p, hp.tool)) for p in make_problems(split, count, hp.max_operand)]
+            rendered = [render_conversation(self.tokenizer, conversation(p, hp.tool)) for p in make_problems(split, count, hp.max_operand)]
             self.datasets[split] = ConversationSet(rendered, hp.sequence_len, self.tokenizer.bos_id)
 
 

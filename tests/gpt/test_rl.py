@@ -6,8 +6,8 @@ import math
 import pytest
 
 from datamodules.gpt.arithmetic import conversation, extract_answer, make_problem, make_problems, reward
+from datamodules.gpt.chat import render_conversation
 from datamodules.gpt.tokenizer import OUTPUT_END, OUTPUT_START, PYTHON_START
-from datamodules.gpt.tool_chat import render_with_tools
 from lightning_modules.gpt.rl import pass_at_k
 from tests.gpt.serving import tiny_model
 from tests.gpt.test_runs import tiny_base
@@ -37,11 +37,11 @@ def test_answer_extraction_and_reward():
 def test_tool_conversation_trains_on_the_code_not_on_the_output():
     _, tok = tiny_model()
     problem = make_problem(1)
-    ids, mask = render_with_tools(tok, conversation(problem, tool=True))
+    ids, mask = render_conversation(tok, conversation(problem, tool=True))
     start, end = ids.index(tok.id_of(OUTPUT_START)), ids.index(tok.id_of(OUTPUT_END))
     assert set(mask[start : end + 1]) == {0} and mask[ids.index(tok.id_of(PYTHON_START))] == 1
     assert tok.decode(ids[start + 1 : end]) == str(problem.answer)
-    direct, _ = render_with_tools(tok, conversation(problem, tool=False))
+    direct, _ = render_conversation(tok, conversation(problem, tool=False))
     assert tok.id_of(PYTHON_START) not in direct
 
 
