@@ -229,12 +229,13 @@ def stream_reply_with_tools(net, tokenizer, prompt: list[int], g, out) -> list[i
     tokens of the reply's text (code and output are not kept in the conversation)."""
     from lightning_modules.gpt.serve.worker import Sampling
 
-    labels = {PYTHON: " [python] ", OUTPUT: " [output] ", TEXT: " "}
-    shown, text_tokens = TEXT, []
+    labels = {PYTHON: "[python] ", OUTPUT: "[output] ", TEXT: ""}
+    shown, written, text_tokens = TEXT, False, []
     for kind, text in reply_pieces(net, tokenizer, prompt, Sampling(g.max_new_tokens, g.temperature, g.top_k, g.seed), text_tokens=text_tokens):
         if text and kind != shown:
-            out.write(labels[kind])
+            out.write((" " if written else "") + labels[kind])
             shown = kind
+        written = written or bool(text)
         out.write(text)
         out.flush()
     return text_tokens

@@ -57,6 +57,7 @@ def base_checkpoint(tmp_path_factory):
     return record["checkpoints"]["last"]
 
 
+@pytest.mark.slow
 def test_tool_sft_then_rl_end_to_end(base_checkpoint, tmp_path):
     small = ["data.num_train=64", "data.num_val=4", "data.batch_size=4", "data.sequence_len=48", "callbacks.progress_bar=null"]
     _, sft = run_in_process(["experiment=gpt_sft", "data=gpt_arithmetic", f"model.init_from={base_checkpoint}", *small,
