@@ -1,7 +1,7 @@
 """Train-step throughput (images/s) of DeiT students: forward, loss on both heads, backward, AdamW step.
 
-    uv run python bench/deit.py                                   # CPU, fp32, eager: DeiT-Tiny and DeiT-micro
-    uv run python bench/deit.py --device cuda --precision bf16 --compile   # the GPU path
+    uv run python -m bench.deit                                   # CPU, fp32, eager: DeiT-Tiny and DeiT-micro
+    uv run python -m bench.deit --device cuda --precision bf16 --compile   # the GPU path
 
 The GPU path is what `run.py ... trainer=gpu model.compile=true` runs: bf16 autocast (weights and
 optimizer in fp32), the net compiled with torch.compile, fused SDPA attention, fused AdamW.
@@ -9,16 +9,12 @@ Prints one markdown row per configuration; configurations run side by side in on
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lightning_modules.nets.deit import deit  # noqa: E402
+from lightning_modules.image.nets.deit import deit
 
 
 def train_step_rate(net, images, labels, precision: str = "fp32", compile: bool = False, steps: int = 10, warmup: int = 3) -> float:

@@ -1,7 +1,7 @@
 """Does distillation help a small ViT? DeiT students side by side, same data, epochs and seeds.
 
-    uv run python bench/distill.py                       # the table in docs/RESULTS.md (DeiT section)
-    uv run python bench/distill.py --subset 200 --epochs 1 --teacher-epochs 1 --seeds 0   # a plumbing check
+    uv run python -m bench.distill                       # the table in docs/RESULTS.md (DeiT section)
+    uv run python -m bench.distill --subset 200 --epochs 1 --teacher-epochs 1 --seeds 0   # a plumbing check
 
 Every row is one `python run.py experiment=... <overrides>` (printed with its result), so each
 number can be reproduced alone. The teacher is the SE-ResNet experiment on the same data subset,
@@ -18,15 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from datamodules.image.sources import DEBIAN_FASHION_MNIST
 
-from datamodules.image_sources import DEBIAN_FASHION_MNIST  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # The SE-ResNet teacher, shrunk for a CPU budget: one SE block per stage, 16 -> 32 -> 64 channels
 # (about 10x fewer multiply-adds than seresnet_mnist, whose forward pass would otherwise cost
 # more than the student's training step). --teacher-net full keeps seresnet_mnist.
-SMALL_TEACHER = ["model.net._target_=lightning_modules.nets.seresnet.SEResNet", "++model.net.blocks_per_stage=[1,1,1]",
+SMALL_TEACHER = ["model.net._target_=lightning_modules.image.nets.seresnet.SEResNet", "++model.net.blocks_per_stage=[1,1,1]",
                  "++model.net.channels=[16,32,64]", "model.net.se_reduction=4"]
 TEACHER_DIMS = {"small": "[32,64]", "full": "[64,128]"}  # channels of SE-ResNet stages 1 and 2
 

@@ -46,7 +46,7 @@ def train_tiny(data: str, minutes: float, extra: list[str]) -> dict:
     base = ["experiment=gpt_tiny", f"data={data}", "trainer.accelerator=cpu", *extra]
     shutil.rmtree(OUT / "calibrate", ignore_errors=True)
     calib = run_py([*base, "trainer.max_steps=12", "trainer.val_check_interval=1000000", "trainer.log_every_n_steps=1",
-                    "callbacks.throughput.window_size=6", "callbacks.model_checkpoint=null", "+trainer.enable_checkpointing=false"],
+                    "callbacks.throughput.window_size=6", "callbacks.model_checkpoint=null", "callbacks.last_checkpoint=null", "+trainer.enable_checkpointing=false"],
                    OUT / "calibrate")
     tokens_per_s = last_logged(Path(calib["run_dir"]), "train/device/items_per_sec")
     from omegaconf import OmegaConf

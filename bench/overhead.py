@@ -2,7 +2,7 @@
 run path (the function run.py calls, with the default callbacks and CSV logger) and through a
 plain PyTorch loop, alternating in one process. Prints per-epoch times and their ratio.
 
-    uv run python bench/overhead.py --experiment seresnet_mnist5k --epochs 4 --repeats 3
+    uv run python -m bench.overhead --experiment seresnet_mnist5k --epochs 4 --repeats 3
 
 Per-epoch time = one training epoch plus its validation pass; the first epoch of each run is
 left out (warm-up). Both sides use the same thread count and the same batch transform.
@@ -11,7 +11,6 @@ left out (warm-up). Both sides use the same thread count and the same batch tran
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +19,14 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from hylab.store import compose_for
+from lightning_modules.classifier import smoothed_cross_entropy
+from lightning_modules.optim import make_optimizer
 
-from lightning_modules.image_classification import smoothed_cross_entropy  # noqa: E402
-from lightning_modules.optim import make_optimizer  # noqa: E402
-from tests.helpers import compose_run  # noqa: E402
+
+def compose_run(experiment: str, overrides: list[str], workdir: Path):
+    """The config `run.py experiment=<experiment> <overrides>` gets, with its run dir at `workdir`."""
+    return compose_for(experiment, [*overrides, f"paths.output_dir={workdir}"], workdir / "logs")
 
 
 class EpochTimer(L.Callback):
@@ -45,18 +47,18 @@ class EpochTimer(L.Callback):
         self.path.write_text(json.dumps(self.times))
 
 
-def hylab_epochs(overrides: list[str], workdir: Path) -> list[float]:
+def hylab_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[float]:
     """The run as configured, plus the timer as one more callback (a config override)."""
     from hylab.runner import run
 
     times_file = workdir / "epoch_times.json"
     timer = f"+callbacks.epoch_timer={{_target_:bench.overhead.EpochTimer,path:'{times_file}'}}"
-    run(compose_run([*overrides, timer], workdir))
+    run(compose_run(experiment, [*overrides, timer], workdir))
     return json.loads(times_file.read_text())
 
 
-def plain_epochs(overrides: list[str], workdir: Path) -> list[float]:
-    cfg = compose_run(overrides, workdir)
+def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[float]:
+    cfg = compose_run(experiment, overrides, workdir)
     L.seed_everything(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -101,13 +103,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    overrides = [f"experiment={args.experiment}", f"trainer.max_epochs={args.epochs}", "test_after_fit=false", "store.register_runs=false"]
+    overrides = [f"trainer.max_epochs={args.epochs}", "test_after_fit=false", "store.register_runs=false"]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, experiment {args.experiment}, {args.epochs} epochs x {args.repeats} repeats")
     per_epoch = {"hylab": [], "plain": []}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for name, runner in (("hylab", hylab_epochs), ("plain", plain_epochs)):
-                times = runner(overrides, Path(tmp) / f"{name}{repeat}")
+                times = runner(args.experiment, overrides, Path(tmp) / f"{name}{repeat}")
                 per_epoch[name] += times[1:]
                 print(f"  repeat {repeat} {name:5s}: " + " ".join(f"{t:6.2f}" for t in times) + "  s/epoch")
     hylab, plain = statistics.median(per_epoch["hylab"]), statistics.median(per_epoch["plain"])

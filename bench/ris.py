@@ -2,7 +2,7 @@
 the learned covariance alone (beta = 0), classical MUSIC on the sample covariance of the same
 snapshots, and the Cramer-Rao bound of the coded-snapshot model.
 
-    uv run python bench/ris.py --hybrid <run>/checkpoints/last.ckpt --learned <run>/checkpoints/last.ckpt
+    uv run python -m bench.ris --hybrid <run>/checkpoints/last.ckpt --learned <run>/checkpoints/last.ckpt
 
 Every method sees the same scenes (split "bench", never used in training) and is given the true
 K, as the CRB assumes; source-count accuracy is reported separately (count head vs MDL/AIC).
@@ -18,36 +18,30 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from datamodules.ris import SimulatedScenes  # noqa: E402
-from datamodules.ris_physics import steering  # noqa: E402
-from datamodules.ris_scenes import SceneConfig  # noqa: E402
-from lightning_modules.ris import RISLocalizer  # noqa: E402
-from lightning_modules.ris_crb import fisher_information, position_crb  # noqa: E402
-from lightning_modules.ris_metrics import match_sources, truth_of  # noqa: E402
+from datamodules.ris.datamodule import SimulatedScenes
+from datamodules.ris.physics import as_complex, steering
+from datamodules.ris.scenes import SceneConfig
+from lightning_modules.ris.module import RISLocalizer
+from lightning_modules.ris.crb import fisher_information, position_crb
+from lightning_modules.ris.metrics import match_sources, truth_of
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def load_model(path: str, beta: float | None = None) -> RISLocalizer:
-    """A trained RISLocalizer from a checkpoint; its net is rebuilt from the config embedded in it."""
-    from hydra.utils import instantiate
-
+def load_model(path: str, **overrides) -> RISLocalizer:
+    """A trained RISLocalizer from a checkpoint, MUSIC given the true K (k_acc still comes from
+    the count head); its net is rebuilt from the config embedded in the checkpoint."""
     from hylab.checkpoints import load_checkpoint, net_config
+    from hylab.instantiate import build
 
     checkpoint = load_checkpoint(path, "--hybrid/--learned")
-    net = instantiate(net_config(checkpoint))
-    hparams = dict(checkpoint["hyper_parameters"])
-    if beta is not None:
-        hparams["beta"] = beta
-    module = RISLocalizer(net=net, **hparams)
+    module = RISLocalizer(net=build(net_config(checkpoint)), **{**checkpoint["hyper_parameters"], "k_from": "truth", **overrides})
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()
 
 
 def scene_config_of(module: RISLocalizer) -> SceneConfig:
-    return SceneConfig(module.geometry, module.hparams.snapshots, module.hparams.k_max)
+    return SceneConfig(module.geometry, module.settings.snapshots, module.settings.k_max)
 
 
 def crb_of_batch(batch: dict, config: SceneConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,10 +51,9 @@ def crb_of_batch(batch: dict, config: SceneConfig) -> tuple[torch.Tensor, torch.
     angles, ranges = [], []
     for b in range(len(batch["k"])):
         count = int(batch["k"][b])
-        channel = torch.view_as_complex(batch["H"][b].contiguous()).to(torch.complex128)
-        codes = torch.view_as_complex(batch["C"][b].contiguous()).to(torch.complex128)
+        channel, codes = (as_complex(batch[key][b]).to(torch.complex128) for key in ("H", "C"))
         sensing = channel[None] * codes[:, None, :]
-        params = torch.stack([batch["azimuth"][b, :count], batch["elevation"][b, :count], batch["range"][b, :count]], -1).double()
+        params = truth_of(batch)[b, :count].double()
 
         def steer(p):
             return steering(positions, geometry.wavenumber, p[:, 0], p[:, 1], p[:, 2]).mT
@@ -95,12 +88,8 @@ def main() -> None:
     hybrid = load_model(args.hybrid)
     learned = load_model(args.learned) if args.learned else load_model(args.hybrid, beta=0.0)
     learned_label = "learned only (beta=0, own training)" if args.learned else "hybrid net at beta=0"
-    classical = RISLocalizer(net=None, geometry=dict(vars(hybrid.geometry)), k_max=hybrid.hparams.k_max,
-                             snapshots=hybrid.hparams.snapshots, ridge_k=hybrid.hparams.ridge_k,
-                             loading=hybrid.hparams.loading, music=hybrid.hparams.music, k_from="truth").eval()
-    for module in (hybrid, learned):  # MUSIC gets the true K; k_acc comes from the count head or MDL
-        module.hparams.k_from = "truth"
-    methods = {f"hybrid (beta={hybrid.hparams.beta:g})": hybrid, learned_label: learned, "classical MUSIC": classical}
+    classical = RISLocalizer(net=None, **hybrid.hparams).eval()  # the same geometry, ridge, loading and MUSIC
+    methods = {f"hybrid (beta={hybrid.settings.beta:g})": hybrid, learned_label: learned, "classical MUSIC": classical}
     config = scene_config_of(hybrid)
 
     rows, started = [], time.perf_counter()

@@ -3,7 +3,9 @@ checkpoint continues exactly as the uninterrupted run would have.
 
 `seed_everything` seeds once at the start; a resumed run starts again from that seed, and its
 shuffling, augmentation and dropout then draw other numbers than the uninterrupted run drew for
-the same epoch. Reseeding at the start of each training epoch removes that difference.
+the same epoch. Reseeding at the start of each training epoch removes that difference, provided
+the data loaders do not draw from the global generator themselves (datamodules/loaders.py gives
+each loader its own generator and an epoch-seeded shuffle).
 """
 
 import random
@@ -19,11 +21,7 @@ class EpochSeed(L.Callback):
     def __init__(self, seed: int):
         self.seed = int(seed)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        # after the epoch's data iterator exists: creating one draws from the global generator,
-        # and a resumed run creates it at another point of the start-up than a running one
-        if batch_idx != 0:
-            return
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch_seed = (self.seed + SEED_STRIDE * (trainer.current_epoch + 1) + trainer.global_rank) % 2**32
         random.seed(epoch_seed)
         np.random.seed(epoch_seed)

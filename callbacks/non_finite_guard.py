@@ -6,8 +6,8 @@ import torch
 from hylab.errors import UserError
 
 
-class NonFiniteLossError(UserError):
-    pass
+class NonFiniteGradientsError(UserError):
+    """Too many optimizer steps in a row had NaN/inf gradients."""
 
 
 class NonFiniteGuard(L.Callback):
@@ -16,7 +16,7 @@ class NonFiniteGuard(L.Callback):
     as skipped, and after `max_consecutive` skipped steps in a row stop with a clear error.
 
     Under DDP the gradients are already all-reduced here, so every rank skips the same steps.
-    The check is one fused norm over all gradients per step.
+    The check is one total norm over all gradients per step (torch.nn.utils.get_total_norm).
     """
 
     def __init__(self, max_consecutive: int = 25):
@@ -28,7 +28,7 @@ class NonFiniteGuard(L.Callback):
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not grads:
             return
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        norm = torch.nn.utils.get_total_norm(grads)
         if bool(torch.isfinite(norm)):
             self.skipped_in_a_row = 0
             return
@@ -39,7 +39,7 @@ class NonFiniteGuard(L.Callback):
         self.skipped_in_a_row += 1
         pl_module.log("train/nonfinite_steps", float(self.skipped_total), on_step=True, on_epoch=False)
         if self.skipped_in_a_row >= self.max_consecutive:
-            raise NonFiniteLossError(
+            raise NonFiniteGradientsError(
                 f"{self.skipped_in_a_row} optimizer steps in a row had NaN/inf gradients (last at global step "
                 f"{trainer.global_step}, {self.skipped_total} skipped in all). Lower model.optimizer.lr, set "
                 "trainer.gradient_clip_val (e.g. 1.0), or use trainer.precision=32; the last good checkpoint "

@@ -20,7 +20,13 @@ def make_loader(
     collate_fn: Callable | None = batch_as_is,
     sampler: Sampler | None = None,
 ) -> DataLoader:
-    """Workers stay alive across epochs (their start-up costs more than an epoch of small data)."""
+    """Workers stay alive across epochs (their start-up costs more than an epoch of small data).
+
+    The loader has its own generator: starting an iterator draws a seed from it, and drawing from
+    the global one instead would shift the numbers of everything after it, so a resumed run
+    would not repeat the uninterrupted one (callbacks/epoch_seed.py)."""
+    import torch
+
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -30,6 +36,7 @@ def make_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(torch.initial_seed() % 2**63),
     )
 
 

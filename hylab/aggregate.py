@@ -1,6 +1,6 @@
 """Collect the metrics.json of a sweep's jobs into one table: mean ± std per group.
 
-    python -m hylab.aggregate logs/har_finetune/multiruns/<sweep> --by finetune.mode
+    python -m hylab.aggregate logs/<task>/multiruns/<sweep> --by model.optimizer.lr
 
 Groups are the values the jobs give the `--by` keys (from their overrides, else from their
 .hydra/config.yaml); std is the sample standard deviation (n - 1). The table is printed and
@@ -20,10 +20,6 @@ from pathlib import Path
 import yaml
 
 from hylab.records import METRICS_FILE, atomic_write_text
-
-# A job that starts from a stored run (a base model, a teacher) names it in this file of its run dir.
-BASE_RECORD = "base_model.json"
-
 
 @dataclass
 class Job:
@@ -86,17 +82,6 @@ def summarize(jobs: list[Job], by: list[str], metrics: list[str]) -> list[dict]:
     return rows
 
 
-def base_models(jobs: list[Job]) -> set[str]:
-    """Keys of the stored runs the jobs started from (a reused job: those of the run it reused)."""
-    keys = set()
-    for job in jobs:
-        for folder in (job.folder, Path(job.record.get("reused_from") or job.folder)):
-            if (folder / BASE_RECORD).is_file():
-                keys.add(json.loads((folder / BASE_RECORD).read_text())["key"])
-                break
-    return keys
-
-
 def markdown(rows: list[dict], by: list[str], metrics: list[str]) -> str:
     header = [*by, "n", *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -107,10 +92,11 @@ def markdown(rows: list[dict], by: list[str], metrics: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hylab.aggregate", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m hylab.aggregate", notes=None) -> int:
+    """The CLI. `notes(jobs) -> str` adds a family's own words to the summary line."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--by", nargs="*", default=[], help="config keys to group by, e.g. finetune.mode model/net")
+    parser.add_argument("--by", nargs="*", default=[], help="config keys to group by, e.g. model.optimizer.lr model/net")
     parser.add_argument("--metrics", nargs="*", default=None, help="metric names (default: every test/<name> all jobs logged)")
     parser.add_argument("--out", type=Path, default=None, help="folder for aggregate.csv / aggregate.md (default: the sweep folder)")
     args = parser.parse_args(argv)
@@ -124,11 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = args.metrics or default_metrics(jobs)
     rows = summarize(jobs, args.by, metrics)
     reused = sum(1 for job in jobs if job.record.get("reused_from"))
-    bases = base_models(jobs)
-    summary = (
-        f"{len(jobs)} completed jobs ({reused} reused from the run store), {len(unfinished)} unfinished; "
-        f"{len(bases)} distinct base models\n"
-    )
+    summary = f"{len(jobs)} completed jobs ({reused} reused from the run store), {len(unfinished)} unfinished"
+    summary += (f"; {notes(jobs)}" if notes else "") + "\n"
     table = markdown(rows, args.by, metrics)
     out = args.out or args.sweep_dir
     atomic_write_text(out / "aggregate.md", f"{table}\n{summary}")

@@ -5,8 +5,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from hylab.distributed_checks import check_fsdp_accelerator
 from hylab.errors import UserError
 from hylab.instantiate import check_logger_packages
+from hylab.schemas import check_values
 from hylab.tasks import check_task
 
 EVALUATION_TASKS = ("test", "validate", "predict")
@@ -44,13 +46,14 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
+    """Everything that can be checked without torch: the task, every typed value, files."""
     check_task(cfg.task, cfg.get("tasks") or {})
-    if cfg.get("mode") not in ("min", "max"):
-        raise UserError(f"mode={cfg.get('mode')!r} is not allowed; use mode=min or mode=max")
+    check_values(cfg)
     if cfg.get("ckpt_path"):
         check_checkpoint_file(cfg.ckpt_path)
     elif cfg.task in EVALUATION_TASKS:
         raise UserError(f"task={cfg.task} evaluates a checkpoint: add ckpt_path=<run dir>/checkpoints/<file>.ckpt")
     check_logger_packages(cfg.get("logger"))
     if cfg.get("trainer"):
+        check_fsdp_accelerator(cfg.trainer)
         check_accelerator(cfg.trainer)

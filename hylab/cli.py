@@ -1,5 +1,6 @@
 """Command-line conveniences applied to argv before Hydra parses it."""
 
+import sys
 from pathlib import Path
 
 OVERRIDES_FILE = "overrides_file="
@@ -48,3 +49,28 @@ def normalize_group_overrides(argv: list[str], conf_dir: Path) -> list[str]:
                 arg = f"{key.replace('.', '/')}={value}"
         normalized.append(arg)
     return normalized
+
+
+def check_group_choices(argv: list[str], conf_dir: Path) -> None:
+    """`group=option` where conf/<group>/ has no <option>.yaml: one line that lists the options
+    (Hydra's own message is a screen with the config search path)."""
+    for arg in argv[1:]:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+")
+        if not sep or not key or key.startswith(("~", "-", "hydra")) or "." in key:
+            continue
+        group = conf_dir / key
+        if not group.is_dir() or value in ("null", "None", ""):
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml") if not p.stem.startswith("_"))
+        for option in _sweep_values(value):
+            if option not in options:
+                print(f"error: {key}={option} is not an option of {key}; choose one of: {', '.join(options)}", file=sys.stderr)
+                raise SystemExit(2)
+
+
+def _sweep_values(value: str) -> list[str]:
+    """The options a group override names: `a`, or `a,b` in a sweep; other sweep syntax is left to Hydra."""
+    if any(mark in value for mark in "()[]{}$"):
+        return []
+    return [part.strip() for part in value.split(",") if part.strip()]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 
 def log_figure(trainer, tag: str, figure) -> Path:
-    """Save `figure` (matplotlib) as <run dir>/plots/<tag>.png and log it through the active loggers."""
+    """Save `figure` (matplotlib, e.g. from torchmetrics' `.plot()`) as <run dir>/plots/<tag>.png and log it through the active loggers."""
     import matplotlib.pyplot as plt
 
     path = Path(trainer.default_root_dir) / "plots" / (tag.replace("/", "_") + ".png")
@@ -21,25 +21,3 @@ def log_figure(trainer, tag: str, figure) -> Path:
     plt.close(figure)
     return path
 
-
-def confusion_matrix_figure(matrix, class_names: list[str]):
-    """A confusion-matrix heat map with counts; rows are true classes, columns predictions."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    size = max(4.0, 0.5 * len(class_names) + 2)
-    figure, axes = plt.subplots(figsize=(size, size))
-    axes.imshow(matrix, cmap="Blues")
-    ticks = range(len(class_names))
-    axes.set_xticks(ticks, class_names, rotation=45, ha="right")
-    axes.set_yticks(ticks, class_names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    peak = matrix.max() if matrix.size else 0
-    for (row, col), count in np.ndenumerate(matrix):
-        axes.text(col, row, int(count), ha="center", va="center", fontsize=7, color="white" if count > peak / 2 else "black")
-    figure.tight_layout()
-    return figure

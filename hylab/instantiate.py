@@ -17,7 +17,9 @@ OPTIONAL_LOGGERS = {
 
 def plain_settings(node: Mapping | None) -> dict:
     """A settings node as a plain dict, for a LightningModule's hyper-parameters: checkpoints
-    that hold only plain containers load with torch.load(weights_only=True)."""
+    that hold only plain containers load with torch.load(weights_only=True). Objects made by
+    `build` already get plain dicts (`_convert_="all"`); this only matters for a module built
+    by hand from a DictConfig."""
     if isinstance(node, DictConfig):
         return OmegaConf.to_container(node, resolve=True)
     return dict(node or {})

@@ -12,11 +12,16 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from hylab.checks import check_config
+from hylab.ddp import is_rank_zero_process
+from hylab.provenance import provenance
+from hylab.resume import mark_resumed, resume_unfinished, this_process
 from hylab.errors import UserError
 from hylab.records import now_iso, plain_metrics, write_run_record
 from hylab.store import RunStore, training_config, training_hash
 
 log = logging.getLogger("hylab")
+
+SIGNAL_EXIT_CODE = 143  # 128 + SIGTERM, what shells and schedulers expect of a terminated job
 
 
 def route_lightning_logs_through_root() -> None:
@@ -26,12 +31,6 @@ def route_lightning_logs_through_root() -> None:
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):
             lightning_logger.removeHandler(handler)
-
-
-def is_rank_zero() -> bool:
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
@@ -69,7 +68,7 @@ def reused_run(cfg: DictConfig, key: str | None):
     """With store.reuse, the stored result of this exact run (same training hash), if any."""
     from hylab.tasks import TaskResult
 
-    if not key or not (cfg.get("store") or {}).get("reuse"):
+    if not key or not store_reuse(cfg):
         return None
     entry = RunStore(cfg.store.dir).find(key)
     if entry is None:
@@ -99,10 +98,35 @@ def register_in_store(cfg: DictConfig, record: dict) -> None:
         log.warning(f"run store key {key} is locked by another process; this run was not registered")
 
 
+def store_reuse(cfg: DictConfig) -> bool:
+    """store.reuse: true, false, or auto (reuse in sweeps, so a re-run sweep skips finished jobs)."""
+    reuse = (cfg.get("store") or {}).get("reuse", False)
+    if reuse == "auto":
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return bool(reuse)
+
+
+def failure_status(err: BaseException) -> str:
+    """"interrupted" for a signal or Ctrl-C (the run can continue), "failed" for anything else."""
+    stopped = isinstance(err, KeyboardInterrupt) or type(err).__name__ == "SIGTERMException"
+    return "interrupted" if stopped else "failed"
+
+
 def run(cfg: DictConfig) -> float | None:
     """Run the task named by cfg.task and return cfg.optimized_metric's value (for sweepers)."""
-    check_config(cfg)
+    check_config(cfg)  # before torch is imported: bad values stop here in one line
     output_dir = Path(cfg.paths.output_dir)
+    rank_zero = is_rank_zero_process()
+    record = _identity(cfg, output_dir) | {"status": "running", "started_at": now_iso(), "process": this_process()}
+    if cfg.task == "fit":
+        record["config_hash"] = training_hash(cfg)
+        record |= resume_unfinished(cfg, record["config_hash"], output_dir)
+    if rank_zero:
+        record["provenance"] = provenance(output_dir)
+        write_run_record(output_dir, record)  # a run killed outright still leaves its record
     import lightning as L
     import torch
 
@@ -110,8 +134,6 @@ def run(cfg: DictConfig) -> float | None:
     from hylab.tasks import resolve_task
 
     route_lightning_logs_through_root()
-    rank_zero = is_rank_zero()
-    record = _identity(cfg, output_dir) | {"status": "running", "started_at": now_iso()}
     started = time.perf_counter()
     try:
         if rank_zero:
@@ -120,8 +142,6 @@ def run(cfg: DictConfig) -> float | None:
             torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True)
-        if cfg.task == "fit":
-            record["config_hash"] = training_hash(cfg)
         result = reused_run(cfg, record.get("config_hash")) or resolve_task(cfg.task, cfg.tasks)(cfg)
         metrics = plain_metrics(result.metrics)
         value = optimized_value(cfg, metrics)
@@ -134,10 +154,12 @@ def run(cfg: DictConfig) -> float | None:
         }
         if rank_zero and cfg.task == "fit":
             register_in_store(cfg, record)
+            if record.get("resumed_from"):
+                mark_resumed(record["resumed_from"], output_dir)
         return value
     except BaseException as err:
-        record |= {"status": "failed", "error": f"{type(err).__name__}: {err}"}
-        log.error(f"run failed ({type(err).__name__}: {err}); run dir: {output_dir}")
+        record |= {"status": failure_status(err), "error": f"{type(err).__name__}: {err}"}
+        log.error(f"run {record['status']} ({type(err).__name__}: {err}); run dir: {output_dir}")
         raise
     finally:
         record |= {"finished_at": now_iso(), "wall_time_s": round(time.perf_counter() - started, 3)}
@@ -165,3 +187,8 @@ def run_hydra_job(cfg: DictConfig) -> float | None:
             raise  # the sweeper records this job as failed and goes on
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except BaseException as err:
+        if failure_status(err) != "interrupted":
+            raise
+        print("stopped by a signal after saving checkpoints/last.ckpt; run the same command again to continue", file=sys.stderr)
+        raise SystemExit(SIGNAL_EXIT_CODE) from None

@@ -24,6 +24,7 @@ class RunSettings:
     tags: list[str] = field(default_factory=list)
     seed: int | None = field(default=None, metadata=non_negative())
     ckpt_path: str | None = None
+    # Continue the unfinished run of the same training config (hylab/resume.py).
     resume: bool = True
     test_after_fit: bool = True
     monitor: str | None = None
@@ -63,7 +64,7 @@ class TrainerSettings:
 
 @dataclass
 class AdamWSettings:
-    lr: float = field(default=1e-3, metadata=positive())
+    lr: float = field(default=1e-3, metadata=non_negative())  # 0 freezes (tests, probes)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = field(default=1e-8, metadata=positive())
     weight_decay: float = field(default=0.01, metadata=non_negative())
@@ -75,7 +76,7 @@ class AdamWSettings:
 
 @dataclass
 class SGDSettings:
-    lr: float = field(default=1e-3, metadata=positive())
+    lr: float = field(default=1e-3, metadata=non_negative())  # 0 freezes (tests, probes)
     momentum: float = field(default=0.0, metadata=between(0, 1))
     dampening: float = field(default=0.0, metadata=between(0, 1))
     weight_decay: float = field(default=0.0, metadata=non_negative())
@@ -86,7 +87,7 @@ class SGDSettings:
 
 @dataclass
 class MuonSettings:
-    lr: float = field(default=1e-3, metadata=positive())
+    lr: float = field(default=1e-3, metadata=non_negative())  # 0 freezes (tests, probes)
     weight_decay: float = field(default=0.1, metadata=non_negative())
     momentum: float = field(default=0.95, metadata=between(0, 1))
     nesterov: bool = True
@@ -146,7 +147,7 @@ def check_values(cfg: DictConfig) -> None:
         trainer = parse_settings(TrainerSettings, cfg.trainer, "trainer", allow_extra=True)
         _check_precision(trainer.precision)
         _check_batches(trainer)
-    for group in ("model", "data"):
+    for group in ("data", "model"):  # data first: the model interpolates some of its keys
         if cfg.get(group):
             check_node(cfg[group], group)
     for group in ("callbacks", "logger"):

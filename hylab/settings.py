@@ -204,21 +204,29 @@ def _is_project_package(name: str) -> bool:
 
 
 def schema_for(target: str) -> type | None:
-    """The settings dataclass of a `_target_` (`pkg.module.Name`): for the project's own targets
-    `pkg.settings.SCHEMAS["Name"]`, for a library's the LIBRARY_SCHEMAS entry; else None.
-    Only the settings module is imported; it (and its package's __init__) import no torch."""
+    """The settings dataclass of a `_target_` (`pkg.sub.module.Name`): for the project's own
+    targets `SCHEMAS["Name"]` of the nearest `settings.py` up the package path (`pkg.sub.settings`,
+    then `pkg.settings`), for a library's the LIBRARY_SCHEMAS entry; else None. Only settings
+    modules are imported; they (and their packages' __init__) import no torch."""
     target = str(target)
     if not _is_project_package(target.split(".", 1)[0]):
+        import hylab.schemas  # noqa: F401  (fills LIBRARY_SCHEMAS)
+
         return LIBRARY_SCHEMAS.get(target)
     module_path, _, name = target.rpartition(".")
-    package = module_path.rpartition(".")[0] or module_path
-    try:
-        module = importlib.import_module(f"{package}.settings")
-    except ModuleNotFoundError as err:
-        if err.name and f"{package}.settings".startswith(err.name):
-            return None
-        raise
-    return getattr(module, "SCHEMAS", {}).get(name)
+    parts = module_path.split(".")[:-1] or module_path.split(".")
+    while parts:
+        candidate = ".".join(parts) + ".settings"
+        try:
+            module = importlib.import_module(candidate)
+        except ModuleNotFoundError as err:
+            if not (err.name and candidate.startswith(err.name)):
+                raise
+        else:
+            if name in getattr(module, "SCHEMAS", {}):
+                return module.SCHEMAS[name]
+        parts.pop()
+    return None
 
 
 HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_", "_training_")  # _training_: hylab.instantiate

@@ -29,17 +29,17 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hylab.ddp import DISTRIBUTED_ENV
 from hylab.errors import UserError
 from hylab.instantiate import affects_training
-from hylab.records import atomic_write_text, now_iso
+from hylab.records import METRICS_FILE, atomic_write_text, now_iso
 
 log = logging.getLogger("hylab.store")
 
 ENTRY_FILE = "entry.json"
 CHECKPOINT_FILE = "model.ckpt"
 ROOT = Path(__file__).resolve().parent.parent
-# Variables a DDP parent sets that must not leak into a store run started from it.
-DISTRIBUTED_ENV = ("LOCAL_RANK", "RANK", "GLOBAL_RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
+CONF_DIR = ROOT / "conf"
 
 
 def _drop_path(tree: dict, dotted: str) -> None:
@@ -194,15 +194,20 @@ def _try_acquire(lock) -> bool:
         return False
 
 
-def compose_for(experiment: str, overrides: list[str], log_dir: str | Path | None = None) -> DictConfig:
-    """The config `run.py experiment=<experiment> <overrides>` would get (paths resolved, dummy run dir)."""
+def compose_for(experiment: str | None, overrides: list[str], log_dir: str | Path | None = None) -> DictConfig:
+    """The config `run.py experiment=<experiment> <overrides>` would get (paths resolved, dummy run dir).
+
+    experiment=None composes the default experiment. Overrides are read as run.py reads them:
+    `model.net=timm` selects the config group option, like `model/net=timm`.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
     import hylab.resolvers  # noqa: F401
+    from hylab.cli import normalize_group_overrides
 
-    all_overrides = [f"experiment={experiment}", *overrides]
+    all_overrides = normalize_group_overrides([*([f"experiment={experiment}"] if experiment else []), *overrides], CONF_DIR)
     if log_dir is not None:
         all_overrides.append(f"paths.log_dir={log_dir}")
     global_hydra = GlobalHydra.instance()
@@ -210,7 +215,7 @@ def compose_for(experiment: str, overrides: list[str], log_dir: str | Path | Non
     saved_config = HydraConfig.instance().cfg
     try:
         global_hydra.clear()
-        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=all_overrides, return_hydra_config=True)
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(Path(cfg.paths.log_dir) / "store" / "compose")
@@ -241,7 +246,7 @@ def train_in_subprocess(cfg: DictConfig, experiment: str, overrides: list[str], 
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
     log.info(f"training {experiment} {overrides} (key {key}) into {run_dir}")
     done = subprocess.run(command, cwd=ROOT, env=env)
-    record_path = run_dir / "metrics.json"
+    record_path = run_dir / METRICS_FILE
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     if done.returncode != 0 or record.get("status") != "completed":
         raise UserError(f"training {experiment} {overrides} failed (exit code {done.returncode}); its log is in {run_dir}")

@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
-        store_dir = compose_for("seresnet_digits" if args.command == "list" else args.experiment,
-                                [] if args.command == "list" else args.overrides, args.log_dir).store.dir
+        # `list` reads store.dir from the default config; `get` from the experiment's own
+        listing = args.command == "list"
+        store_dir = compose_for(None if listing else args.experiment, [] if listing else args.overrides, args.log_dir).store.dir
         store = RunStore(store_dir)
-        if args.command == "list":
+        if listing:
             for folder in sorted(Path(store_dir).glob("*/entry.json")):
                 entry = json.loads(folder.read_text())
                 print(f"{entry['key']}  {entry.get('experiment')}  {' '.join(entry.get('overrides') or [])}  {entry.get('run_dir')}")

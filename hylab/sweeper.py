@@ -1,13 +1,18 @@
 """An optuna sweeper for Hydra whose studies survive crashes and are shared by many workers.
 
-It is hydra-optuna-sweeper's sweeper with a different `sweep` loop:
+Built on Hydra's sweeper plugin API and optuna's ask/tell API:
 
+- The search space is `hydra.sweeper.params` plus the sweep overrides of the command line
+  (`a=1,2,3`), in Hydra's override grammar (see `distribution`); plain values are fixed.
 - The study lives in persistent storage (`sqlite:///<file>`, any SQLAlchemy URL, or
   `journal:<file>` for many workers on a shared file system); the folder is created.
 - Re-running the same command resumes the study: the trial budget `n_trials` counts the
-  trials already finished or running, so a finished study runs nothing more.
+  trials already finished or running, so a finished study runs nothing more. A worker whose
+  freshly asked trial falls beyond the budget (another worker asked at the same moment) gives
+  it back and stops, so workers sharing a study do not run more than `n_trials`.
 - Trials left RUNNING by a worker on this host that no longer exists (a killed sweep) are
-  marked failed and their parameters queued again, so an interrupted trial is not lost.
+  marked failed and their parameters queued again (the new trial's user attr `retry_of` names
+  the original, which then no longer uses up the budget), so an interrupted trial is not lost.
   With `store.reuse=true` a retried trial whose run had in fact completed reuses it.
 - Trials are numbered by the study, and each runs in `<sweep dir>/trial_<number>`, so workers
   sharing a study never write into one folder.
@@ -22,26 +27,108 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import optuna
+
+from hylab.distributed_checks import check_storage_driver
 import yaml
-from hydra_plugins.hydra_optuna_sweeper._impl import (
-    OptunaSweeperImpl,
-    create_params_from_overrides,
-)
-from optuna.trial import TrialState
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, Transformer
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger("hylab.sweeper")
 
 WORKER_ATTR = "hylab_worker"
+# On a queued trial: the number of the trial whose parameters it runs again.
+RETRY_ATTR = "retry_of"
 # A worker records itself on a trial right after asking for it; a RUNNING trial still without a
 # worker this long after it started lost its worker in between (killed at that moment).
 UNCLAIMED_GRACE_S = 5.0
-STALE_ATTR = "hylab_interrupted"
 BEST_FILE = "best_overrides.yaml"
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.FAIL)
+
+
+# --- search space: Hydra's override grammar -> optuna distributions ---------------------------
+
+
+def distribution(override: Override) -> BaseDistribution | None:
+    """The optuna distribution of one sweep override; None for a plain (fixed) value.
+
+    `choice(a,b)` / `a,b` / `shuffle(...)` -> CategoricalDistribution; `interval(a,b)` ->
+    FloatDistribution; `int(interval(a,b))` -> IntDistribution; `range(a,b[,step])` (b excluded,
+    as in Python) -> IntDistribution, or a stepped FloatDistribution for float bounds;
+    `tag(log, ...)` on an interval or a step-1 int range samples in log space.
+    """
+    if not override.is_sweep_override():
+        return None
+    sweep = override.value()
+    log_scale = "log" in getattr(sweep, "tags", ())
+    if override.is_choice_sweep() or (override.is_range_sweep() and sweep.shuffle):
+        if log_scale:
+            raise ValueError(f"{override.input_line}: tag(log, ...) applies to interval(...) or range(...), not to a choice")
+        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+    if override.is_interval_sweep():
+        if isinstance(sweep.start, int) and isinstance(sweep.end, int):
+            return IntDistribution(sweep.start, sweep.end, log=log_scale)
+        return FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
+    if override.is_range_sweep():
+        values = list(override.sweep_iterator())
+        if not values:
+            raise ValueError(f"{override.input_line}: the range is empty")
+        step = abs(sweep.step)
+        if log_scale and step != 1:
+            raise ValueError(f"{override.input_line}: tag(log, range(...)) needs step 1")
+        low, high = min(values), max(values)
+        if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
+            return IntDistribution(low, high, log=log_scale, step=1 if log_scale else step)
+        high = round(low + step * (len(values) - 1), 12)  # float steps: no 0.30000000000000004
+        return FloatDistribution(float(low), high, step=float(step))
+    raise ValueError(f"{override.input_line}: not a sweep the optuna sweeper supports")
+
+
+def search_space(overrides: Iterable[str]) -> tuple[dict[str, BaseDistribution], list[str]]:
+    """(distributions by key, fixed overrides) from overrides in Hydra's grammar; a later
+    override of a key replaces an earlier one, so the command line wins over the config."""
+    space: dict[str, BaseDistribution | str] = {}
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        dist = distribution(override)
+        space[override.get_key_element()] = override.input_line if dist is None else dist
+    distributions = {k: v for k, v in space.items() if isinstance(v, BaseDistribution)}
+    return distributions, [v for v in space.values() if isinstance(v, str)]
+
+
+def grid_values(name: str, dist: BaseDistribution) -> list:
+    """The points of a discrete distribution, for optuna's GridSampler."""
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    if isinstance(dist, IntDistribution) and not dist.log:
+        return list(range(dist.low, dist.high + 1, dist.step))
+    if isinstance(dist, FloatDistribution) and dist.step is not None:
+        return [round(dist.low + i * dist.step, 12) for i in range(round((dist.high - dist.low) / dist.step) + 1)]
+    raise ValueError(f"GridSampler needs discrete values: {name} is {dist}; use choice(...) or range(...)")
+
+
+def override_value(value: Any) -> str:
+    """A parameter value as Hydra's override grammar reads it back."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def trial_overrides(trial: optuna.Trial | FrozenTrial, fixed: Sequence[str]) -> list[str]:
+    return [f"{name}={override_value(value)}" for name, value in trial.params.items()] + list(fixed)
+
+
+# --- the study: storage, workers, budget ------------------------------------------------------
 
 
 def this_worker() -> str:
@@ -68,6 +155,7 @@ def make_storage(url: str | None):
     """An optuna storage from a URL; the folder of a SQLite or journal file is created."""
     if not url:
         return None
+    check_storage_driver(url)
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -87,37 +175,56 @@ def make_storage(url: str | None):
     return optuna.storages.RDBStorage(url)
 
 
-def unclaimed_for_long(trial) -> bool:
+def unclaimed_for_long(trial: FrozenTrial) -> bool:
     if WORKER_ATTR in trial.user_attrs or trial.datetime_start is None:
         return False
     return (datetime.now() - trial.datetime_start).total_seconds() > UNCLAIMED_GRACE_S
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial | int, **result) -> None:
+    try:
+        study.tell(trial, **result)
+    except RuntimeError as err:
+        # GridSampler calls study.stop() once the grid is exhausted, which optuna refuses outside
+        # study.optimize; the trial is recorded by then and the budget ends the loop.
+        if "Study.stop" not in str(err):
+            raise
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> bool:
+    """Fail a RUNNING trial and queue its parameters again as a new trial (`retry_of` = its
+    number); False when another worker finished it first."""
+    try:
+        _tell(study, trial.number, state=TrialState.FAIL)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        return False
+    study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False)
+    return True
 
 
 def recover_interrupted_trials(study: optuna.Study) -> int:
     """Fail RUNNING trials of dead local workers (or of none) and queue their parameters again."""
     recovered = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not (worker_is_dead(trial.user_attrs.get(WORKER_ATTR)) or unclaimed_for_long(trial)):
-            continue
-        study._storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
-        try:
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # another worker got there first
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-        log.warning(f"trial {trial.number} was interrupted ({trial.user_attrs.get(WORKER_ATTR)} is gone); queued again")
-        recovered += 1
+        worker = trial.user_attrs.get(WORKER_ATTR)
+        if (worker_is_dead(worker) or unclaimed_for_long(trial)) and requeue(study, trial):
+            log.warning(f"trial {trial.number} was interrupted ({worker or 'no worker'} is gone); queued again")
+            recovered += 1
     return recovered
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that use up the budget: finished or running, but not the interrupted ones we retry."""
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get(STALE_ATTR))
-    )
+def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that use up the budget, by number: finished or running, less the failed ones whose
+    parameters were queued again (their retry counts instead, once asked)."""
+    trials = study.get_trials(deepcopy=False)
+    requeued = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
+    return sorted((t for t in trials if t.state in COUNTED and not (t.state == TrialState.FAIL and t.number in requeued)), key=lambda t: t.number)
+
+
+def beyond_budget(study: optuna.Study, number: int, n_trials: int) -> bool:
+    """Whether the running trial `number` is past the first n_trials counted trials: two workers
+    that asked at the same moment both got one, and the later number gives its back."""
+    return sum(t.number < number for t in counted_trials(study)) >= n_trials
 
 
 def tell_result(study: optuna.Study, trial: optuna.Trial, job_return, n_objectives: int) -> Exception | None:
@@ -133,16 +240,6 @@ def tell_result(study: optuna.Study, trial: optuna.Trial, job_return, n_objectiv
         return err
     _tell(study, trial, values=values)
     return None
-
-
-def _tell(study: optuna.Study, trial: optuna.Trial, **result) -> None:
-    try:
-        study.tell(trial, **result)
-    except RuntimeError as err:
-        # GridSampler calls study.stop() once the grid is exhausted, which optuna refuses outside
-        # study.optimize; the trial is recorded by then and the budget ends the loop.
-        if "Study.stop" not in str(err):
-            raise
 
 
 def consecutive_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
@@ -165,7 +262,7 @@ def write_best(study: optuna.Study, sweep_dir: Path, storage_url: str | None) ->
         "best_trial": best.number,
         "best_value": best.value,
         "direction": study.direction.name.lower(),
-        "overrides": [f"{name}={value}" for name, value in best.params.items()],
+        "overrides": trial_overrides(best, []),
     }
     path = sweep_dir / BEST_FILE
     from hylab.records import atomic_write_text
@@ -174,46 +271,74 @@ def write_best(study: optuna.Study, sweep_dir: Path, storage_url: str | None) ->
     return path
 
 
-class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
+# --- the Hydra sweeper ------------------------------------------------------------------------
+
+
+class ResumableOptunaSweep(Sweeper):
+    """The sweep loop: ask a batch of trials, launch them as Hydra jobs, tell their results."""
+
+    def __init__(self, sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, params=None) -> None:
+        if not 0.0 <= max_failure_rate <= 1.0:
+            raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be between 0 and 1")
+        self.sampler = sampler
+        self.directions = [str(direction)] if isinstance(direction, str) else [str(d) for d in direction]
+        self.storage_url = str(storage) if storage else None
+        self.study_name = study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), int(n_jobs), float(max_failure_rate)
+        self.params = dict(params or {})
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function, config=config)
+
     def sweep(self, arguments: list[str]) -> None:
-        self._process_searchspace_config()
-        distributions, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
-        search = {**(self.search_space_distributions or {}), **distributions}
-        for name in fixed:
-            search.pop(name, None)
-        sampler = self.sampler
+        search, fixed = search_space([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
+        sampler, n_trials = self.sampler, self.n_trials
         if isinstance(sampler, functools.partial) and sampler.func is optuna.samplers.GridSampler:
-            grid = {name: self._to_grid_sampler_choices(dist) for name, dist in search.items()}
+            grid = {name: grid_values(name, dist) for name, dist in search.items()}
             sampler = sampler(grid)
-            self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
-        storage_url = str(self.storage) if self.storage else None
+            n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
         study = optuna.create_study(
-            study_name=self.study_name, storage=make_storage(storage_url), sampler=sampler,
-            directions=self._get_directions(), load_if_exists=True,
+            study_name=self.study_name, storage=make_storage(self.storage_url), sampler=sampler,
+            directions=self.directions, load_if_exists=True,
         )
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         recover_interrupted_trials(study)
-        if study.get_trials(deepcopy=False):
-            # A seeded sampler restarts its random sequence in every process: on a resumed or
-            # shared study it would propose the first trials' parameters again.
+        if self.storage_url:
+            # A seeded sampler restarts its random sequence in every process: on a persistent
+            # study (resumed, or shared by workers that may start at the same moment) it would
+            # propose the parameters other processes already tried.
             study.sampler.reseed_rng()
-        already = counted_trials(study)
-        log.info(f"study {study.study_name} in {storage_url or 'memory'}: {already} of {self.n_trials} trials done or running")
+        log.info(f"study {study.study_name} in {self.storage_url or 'memory'}: {len(counted_trials(study))} of {n_trials} trials done or running")
         failures = 0
-        while (remaining := self.n_trials - counted_trials(study)) > 0:
-            trials = [study.ask() for _ in range(min(self.n_jobs, remaining))]
-            for trial in trials:
-                trial.set_user_attr(WORKER_ATTR, this_worker())
-            overrides = self._configure_trials(trials, search, fixed)
+        while (remaining := n_trials - len(counted_trials(study))) > 0:
+            trials = self.ask(study, min(self.n_jobs, remaining), search, n_trials)
+            if not trials:
+                break
             numbers = [trial.number for trial in trials]
+            overrides = [trial_overrides(trial, fixed) for trial in trials]
             returns = []
             for start, length in consecutive_runs(numbers):
                 returns += self.launcher.launch(overrides[start : start + length], initial_job_idx=numbers[start])
-            batch_failures = [tell_result(study, t, r, len(study.directions)) for t, r in zip(trials, returns)]
-            failures += sum(err is not None for err in batch_failures)
-            write_best(study, sweep_dir, storage_url)
-            if sum(err is not None for err in batch_failures) / len(returns) > self.max_failure_rate:
-                raise RuntimeError(f"{failures} failed trials (max_failure_rate={self.max_failure_rate}); last error: {[e for e in batch_failures if e][-1]}")
-        best_path = write_best(study, sweep_dir, storage_url)
+            errors = [err for t, r in zip(trials, returns) if (err := tell_result(study, t, r, len(self.directions)))]
+            failures += len(errors)
+            write_best(study, sweep_dir, self.storage_url)
+            if len(errors) / len(returns) > self.max_failure_rate:
+                raise RuntimeError(f"{failures} failed trials (max_failure_rate={self.max_failure_rate}); last error: {errors[-1]}")
+        best_path = write_best(study, sweep_dir, self.storage_url)
         if best_path:
             log.info(f"best trial {study.best_trial.number}: {study.best_trial.value} -> {best_path}")
+
+    @staticmethod
+    def ask(study: optuna.Study, count: int, search: dict[str, BaseDistribution], n_trials: int) -> list[optuna.Trial]:
+        """Up to `count` new trials claimed by this worker; one past the budget is given back."""
+        trials = []
+        for _ in range(count):
+            trial = study.ask(search)
+            trial.set_user_attr(WORKER_ATTR, this_worker())
+            if beyond_budget(study, trial.number, n_trials):
+                requeue(study, trial)
+                log.info(f"trial {trial.number} is past the budget of {n_trials} (another worker asked at the same time); queued back")
+                break
+            trials.append(trial)
+        return trials

@@ -1,20 +1,31 @@
 """Trainer tasks: fit (then test the best checkpoint), test, validate, predict.
 
 Instantiation order: datamodule, LightningModule, callbacks, loggers, Trainer.
+
+`predict` saves what `predict_step` returns (one dict of tensors per batch), concatenated, as
+predictions.pt. A LightningModule may define `prediction_metrics(predictions: dict) -> dict`,
+which gets those concatenated tensors and returns metrics named `predict/<name>`, e.g.
+`{"predict/acc": 0.98}`; they go to metrics.json.
+
+This module imports torch and lightning: it is imported only when a Trainer task runs.
 """
 
 import contextlib
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.epoch_seed import EpochSeed
+from callbacks.preemption import SaveOnPreemption
 from callbacks.run_config import EmbedRunConfig
+from hylab.checkpoint_io import AtomicCheckpointIO
+from hylab.ddp import leaves_process_as_found
 from hylab.errors import UserError
 from hylab.instantiate import build, instantiate_group
 from hylab.tasks import TaskResult
@@ -29,27 +40,6 @@ class Components:
     trainer: L.Trainer
 
 
-# Set by Lightning's launchers for the processes of one run; restored after it.
-DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "GLOBAL_RANK")
-
-
-@contextlib.contextmanager
-def leaves_process_as_found():
-    """Close the process group and restore the launcher's env vars: the next job of a sweep
-    in this process must start a fresh DDP group, not reuse a dead one."""
-    saved = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}
-    try:
-        yield
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 @contextlib.contextmanager
 def built(cfg: DictConfig):
     """Build the run's components; loggers are always closed after, so the next sweep job starts clean."""
@@ -58,10 +48,11 @@ def built(cfg: DictConfig):
     log.info(f"model: {cfg.model._target_}")
     model = build(cfg.model)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    callbacks.append(EmbedRunConfig(resolved, str(cfg.paths.output_dir)))
+    callbacks = instantiate_group(cfg.get("callbacks")) + framework_callbacks(cfg)
     loggers = instantiate_group(cfg.get("logger"))
-    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # checkpoints written atomically, unless the config brings its own checkpoint plugins
+    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
     status = "failed"
@@ -76,15 +67,33 @@ def built(cfg: DictConfig):
             sys.modules["wandb"].finish()
 
 
+def framework_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """What every Trainer run gets: its config and provenance in each checkpoint, a checkpoint
+    when a signal stops it, and epochs seeded by (seed, epoch) so a resumed run repeats them."""
+    from hylab.provenance import provenance
+
+    output_dir = Path(cfg.paths.output_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    added = [EmbedRunConfig(resolved, str(output_dir), provenance()), SaveOnPreemption(str(output_dir / "checkpoints"))]
+    if cfg.get("seed") is not None:
+        added.append(EpochSeed(cfg.seed))
+    return added
+
+
 def checkpoint_paths(trainer: L.Trainer) -> dict:
-    callback = trainer.checkpoint_callback
-    if callback is None:
+    """The best checkpoint (of the first ModelCheckpoint with a monitor) and the last one (of the
+    first without a monitor, which keeps only the latest; else the monitored one's save_last)."""
+    callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    ranked = next((c for c in callbacks if c.monitor is not None), None)
+    latest = next((c for c in callbacks if c.monitor is None), None)
+    if ranked is None and latest is None:
         return {}
-    score = callback.best_model_score
+    score = ranked.best_model_score if ranked is not None else None
+    last = latest.best_model_path if latest is not None else ranked.last_model_path
     return {
-        "best": callback.best_model_path or None,
+        "best": (ranked.best_model_path if ranked is not None else last) or None,
         "best_score": float(score) if score is not None else None,
-        "last": callback.last_model_path or None,
+        "last": last or None,
     }
 
 
@@ -104,10 +113,19 @@ def fit(cfg: DictConfig) -> TaskResult:
         return TaskResult(metrics=metrics, checkpoints=checkpoints, extra={"progress": progress})
 
 
+def checkpoint_provenance(path: str) -> dict:
+    """The provenance of the run that wrote a checkpoint (empty for a checkpoint without one)."""
+    from hylab.checkpoints import load_checkpoint
+
+    embedded = load_checkpoint(path, "ckpt_path").get("hylab") or {}
+    return {"run_dir": embedded.get("run_dir"), **(embedded.get("provenance") or {})}
+
+
 def _evaluate(cfg: DictConfig, stage: str) -> TaskResult:
     with built(cfg) as run:
         getattr(run.trainer, stage)(run.model, datamodule=run.datamodule, ckpt_path=cfg.ckpt_path)
-        return TaskResult(metrics=dict(run.trainer.callback_metrics), checkpoints={"evaluated": str(cfg.ckpt_path)})
+        return TaskResult(metrics=dict(run.trainer.callback_metrics), checkpoints={"evaluated": str(cfg.ckpt_path)},
+                          extra={"checkpoint_provenance": checkpoint_provenance(cfg.ckpt_path)})
 
 
 def test(cfg: DictConfig) -> TaskResult:
@@ -128,7 +146,6 @@ def predict(cfg: DictConfig) -> TaskResult:
         merged = {key: torch.cat([b[key].cpu() for b in batches]) for key in batches[0]} if batches else {}
         path = Path(cfg.paths.output_dir) / "predictions.pt"
         torch.save(merged, path)
-        metrics = {}
-        if "pred" in merged and "label" in merged:
-            metrics["predict/acc"] = (merged["pred"] == merged["label"]).float().mean().item()
+        hook = getattr(run.model, "prediction_metrics", None)
+        metrics = dict(hook(merged)) if callable(hook) and merged else {}
         return TaskResult(metrics=metrics, checkpoints={"evaluated": str(cfg.ckpt_path)}, extra={"predictions": str(path)})

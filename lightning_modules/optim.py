@@ -47,6 +47,12 @@ def _lambda_schedule(optimizer, warmup_steps: int, main: Schedule) -> list[dict]
     return [{"scheduler": scheduler, "interval": "step", "frequency": 1}]
 
 
+def constant(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0):
+    """The configured lr throughout: no scheduler at all, or only the warm-up when one is asked for."""
+    warmup = round(warmup_epochs * steps_per_epoch)
+    return _lambda_schedule(optimizer, warmup, lambda t: 1.0) if warmup > 0 else []
+
+
 def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0, min_lr_ratio: float = 0.0):
     warmup = round(warmup_epochs * steps_per_epoch)
     return _lambda_schedule(optimizer, warmup, lambda t: cosine_factor(t, total_steps, warmup, min_lr_ratio))
@@ -144,9 +150,17 @@ def configure_optimizers(module, optimizer_factory: partial, scheduler_factory: 
 
 
 def with_schedule(module, optimizer: torch.optim.Optimizer, scheduler_factory: partial | None):
-    """`optimizer` and the schedule `scheduler_factory` builds for it over the trainer's run."""
-    if not scheduler_factory:
+    """`optimizer` and the schedule `scheduler_factory` builds for it over the trainer's run.
+
+    No schedule (None, or a factory that returns no scheduler, as `constant` does without
+    warm-up) gives the optimizer alone."""
+    if scheduler_factory is None:
         return optimizer
+    if not callable(scheduler_factory):
+        raise UserError(
+            f"model.scheduler={scheduler_factory!r} is not a schedule: select one with model/scheduler=<name> "
+            "(none for a constant lr), or give a node with _target_ and _partial_: true"
+        )
     trainer = module.trainer
     total_steps = trainer.estimated_stepping_batches
     if not math.isfinite(total_steps):
@@ -159,4 +173,4 @@ def with_schedule(module, optimizer: torch.optim.Optimizer, scheduler_factory: p
     else:
         steps_per_epoch = max(1, total_steps // max(1, trainer.max_epochs or 1))
     schedulers = scheduler_factory(optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
-    return [optimizer], schedulers
+    return ([optimizer], schedulers) if schedulers else optimizer

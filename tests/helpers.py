@@ -51,3 +51,15 @@ def run_cli(args: list[str], log_dir: Path, timeout: float = 300, env: dict | No
 def run_dirs(log_dir: Path) -> list[Path]:
     """Every folder under log_dir that holds a metrics.json."""
     return sorted(p.parent for p in Path(log_dir).rglob("metrics.json"))
+
+
+def check_settings(overrides: list[str], run_dir: Path) -> None:
+    """Check the composed model, data and callback nodes against their settings schemas."""
+    from hylab.settings import check_node
+
+    cfg = compose_run(overrides, run_dir)
+    check_node(cfg.model, "model")
+    check_node(cfg.data, "data")
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None:
+            check_node(node, f"callbacks.{name}")

@@ -105,8 +105,11 @@ class ProblemSet:
 
 
 class _FromCheckpoint(TokenDataModule):
-    def __init__(self, tokenizer_from: str | None, batch_size: int, eval_batch_size: int | None, num_workers: int):
+    def __init__(self, tokenizer_from: str | None, batch_size: int, eval_batch_size: int | None, num_workers: int, base: dict | None = None):
         super().__init__(batch_size, eval_batch_size, num_workers)
+        from lightning_modules.gpt.checkpoint import resolve_init_from
+
+        tokenizer_from = resolve_init_from(tokenizer_from, base)
         if not tokenizer_from:
             raise UserError("arithmetic data uses the tokenizer of the checkpoint it trains: set model.init_from=<a GPT checkpoint>")
         from lightning_modules.gpt.checkpoint import read_gpt_checkpoint
@@ -119,8 +122,8 @@ class ArithmeticChatDataModule(_FromCheckpoint):
 
     def __init__(self, tokenizer_from: str | None = None, tool: bool = True, num_train: int = 20000, num_val: int = 200,
                  max_operand: int = 99, sequence_len: int = 128, batch_size: int = 32, eval_batch_size: int | None = None,
-                 num_workers: int = 0):
-        super().__init__(tokenizer_from, batch_size, eval_batch_size, num_workers)
+                 num_workers: int = 0, base: dict | None = None):
+        super().__init__(tokenizer_from, batch_size, eval_batch_size, num_workers, base)
         self.save_hyperparameters(logger=False)
         if tool and not self.tokenizer.has_tools:
             raise UserError(
@@ -141,8 +144,9 @@ class ArithmeticProblemDataModule(_FromCheckpoint):
     """Problems (not conversations) for reinforcement learning: the module samples the answers."""
 
     def __init__(self, tokenizer_from: str | None = None, num_train: int = 20000, num_val: int = 100, max_operand: int = 99,
-                 sequence_len: int = 128, batch_size: int = 4, eval_batch_size: int | None = None, num_workers: int = 0):
-        super().__init__(tokenizer_from, batch_size, eval_batch_size, num_workers)
+                 sequence_len: int = 128, batch_size: int = 4, eval_batch_size: int | None = None, num_workers: int = 0,
+                 base: dict | None = None):
+        super().__init__(tokenizer_from, batch_size, eval_batch_size, num_workers, base)
         self.save_hyperparameters(logger=False)
 
     def setup(self, stage: str | None = None) -> None:

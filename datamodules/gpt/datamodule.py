@@ -22,7 +22,9 @@ from torch.utils.data import DataLoader
 from datamodules.gpt.chat import ConversationSet, docstring_conversations, render_conversation
 from datamodules.gpt.corpus import Document, fingerprint, load_documents, split_documents
 from datamodules.gpt.tokenizer import SPLIT_PATTERN, TOKENIZER_VERSION, GPTTokenizer, train_bpe
-from datamodules.gpt.tokens import PackedSequences, cache_key, token_dtype, write_token_file
+from datamodules.gpt.tokens import PackedSequences, cache_key, move_aside, token_dtype, token_files_problem, write_token_file
+from hylab.records import atomic_write_text
+from hylab.store import sha256_file
 from datamodules.loaders import SplitDataModule, make_loader
 from hylab.errors import UserError
 
@@ -125,12 +127,18 @@ class TextDataModule(TokenDataModule):
             folder.mkdir(parents=True, exist_ok=True)
             meta_path = folder / "meta.json"
             if meta_path.is_file():
-                return
+                problem = token_files_problem(folder)
+                if problem is None:
+                    return
+                aside = move_aside(folder)
+                log.warning(f"token cache {folder} is damaged ({problem}); moved to {aside}, rebuilding it")
+                folder.mkdir(parents=True)
             counts = {}
             for split, docs in zip(("train", "val"), self.splits()):
                 counts[split] = write_token_file(folder / f"{split}.bin", self.tokenizer, docs)
-            meta = {"dtype": token_dtype(self.tokenizer.vocab_size).name, "tokens": counts, "source": self.hparams.source}
-            meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+            meta = {"dtype": token_dtype(self.tokenizer.vocab_size).name, "tokens": counts, "source": self.hparams.source,
+                    "sha256": {split: sha256_file(folder / f"{split}.bin") for split in counts}}
+            atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
             log.info(f"wrote token files {counts} to {folder}")
 
     def prepare_data(self) -> None:
@@ -169,16 +177,19 @@ class ChatDataModule(TokenDataModule):
         batch_size: int = 16,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
+        base: dict | None = None,
     ):
         super().__init__(batch_size, eval_batch_size, num_workers)
+        from lightning_modules.gpt.checkpoint import read_gpt_checkpoint, resolve_init_from
+
+        tokenizer_from = resolve_init_from(tokenizer_from, base)
         if not tokenizer_from:
             raise UserError(
                 "chat fine-tuning starts from a GPT checkpoint and uses its tokenizer: add "
-                "model.init_from=<run dir of experiment=gpt_tiny>/checkpoints/last.ckpt"
+                "model.init_from=<run dir of experiment=gpt_tiny>/checkpoints/last.ckpt, or "
+                "model.base.experiment=<name> (the run store trains or reuses it)"
             )
         self.save_hyperparameters(logger=False)
-        from lightning_modules.gpt.checkpoint import read_gpt_checkpoint
-
         self.tokenizer = read_gpt_checkpoint(tokenizer_from, key="model.init_from").tokenizer
 
     def setup(self, stage: str | None = None) -> None:

@@ -1,7 +1,7 @@
 """Settings of the GPT DataModules (torch-free): the keys conf/data/gpt_*.yaml give them."""
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from hylab.settings import between, non_negative, positive
 
@@ -33,11 +33,13 @@ class TextDataSettings(CorpusSettings):
 class ChatDataSettings(CorpusSettings):
     tokenizer_from: str | None = None  # the checkpoint being fine-tuned (model.init_from)
     batch_size: int = field(default=16, metadata=positive())
+    base: dict | None = None  # model.base: the run-store base model when tokenizer_from is null
 
 
 @dataclass
 class ArithmeticProblemSettings:
     tokenizer_from: str | None = None  # the checkpoint being trained (model.init_from)
+    base: Any = None  # the run-store base model when tokenizer_from is null (model.base)
     num_train: int = field(default=20000, metadata=positive())
     num_val: int = field(default=100, metadata=positive())
     max_operand: int = field(default=99, metadata=positive())

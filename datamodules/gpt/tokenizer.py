@@ -9,6 +9,11 @@ no tool tokens, and `has_tools` is False.
 
 `token_bytes[id]` is the number of UTF-8 bytes token `id` stands for (0 for special tokens); the
 bytes of a token sequence are the sum over its tokens, which is what bits-per-byte divides by.
+
+The saved `tokenizer.json` stands alone: the special tokens are in its vocabulary but not in its
+`added_tokens`, so plain `tokenizers.Tokenizer.from_file` encodes a "<|bos|>" inside text as text,
+as the family does (`encode_special_tokens` is not saved by `tokenizers`); the control ids are
+`token_to_id("<|bos|>")` etc. `GPTTokenizer` adds them back as special tokens on load.
 """
 
 import math
@@ -17,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from hylab.errors import UserError
 
@@ -87,6 +92,8 @@ class GPTTokenizer:
         missing = [token for token in SPECIAL_TOKENS if tokenizer.token_to_id(token) is None]
         if missing:
             raise UserError(f"the tokenizer lacks the special tokens {missing}: retrain it with task=train_tokenizer")
+        # in the vocabulary already: this keeps their ids and lets decode skip them
+        tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in SPECIAL_TOKENS])
         # A document that happens to contain "<|bos|>" must not turn into the control token.
         self.tokenizer.encode_special_tokens = True
 
@@ -99,7 +106,12 @@ class GPTTokenizer:
         return cls(Tokenizer.from_file(str(path)))
 
     def to_str(self) -> str:
-        return self.tokenizer.to_str()
+        """The tokenizer's JSON without `added_tokens` (see the module docstring)."""
+        import json
+
+        data = json.loads(self.tokenizer.to_str())
+        data["added_tokens"] = []
+        return json.dumps(data, ensure_ascii=False)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -38,6 +38,39 @@ def write_token_file(path: Path, tokenizer: GPTTokenizer, documents: Sequence[Do
     return count
 
 
+def token_files_problem(folder: Path) -> str | None:
+    """What is wrong with a token cache folder (a file missing, truncated or altered), or None.
+    meta.json records each file's token count and sha256 when it is written."""
+    import json
+
+    from hylab.store import sha256_file
+
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        for split, count in meta["tokens"].items():
+            path = folder / f"{split}.bin"
+            if not path.is_file():
+                return f"{path.name} is missing"
+            if path.stat().st_size != count * itemsize:
+                return f"{path.name} holds {path.stat().st_size // itemsize} tokens, meta.json says {count}"
+            expected = (meta.get("sha256") or {}).get(split)
+            if expected and sha256_file(path) != expected:
+                return f"{path.name} does not match its checksum"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"unreadable meta.json ({err})"
+    return None
+
+
+def move_aside(folder: Path) -> Path:
+    """Keep a damaged cache for inspection instead of deleting it."""
+    import time
+
+    aside = folder.with_name(f"{folder.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(folder, aside)
+    return aside
+
+
 class PackedSequences(Dataset):
     """Non-overlapping windows of T + 1 tokens from a token file (opened lazily in each worker)."""
 

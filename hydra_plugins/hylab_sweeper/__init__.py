@@ -1,15 +1,20 @@
 """Hydra instantiates sweeper plugins only from the `hydra_plugins` namespace, and imports every
 module there at start-up: this shim stays light and the sweep loop lives in hylab/sweeper.py."""
 
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from hydra.plugins.sweeper import Sweeper
 
 
-class ResumableOptunaSweeper(OptunaSweeper):
-    """hydra-optuna-sweeper with resumable, shareable studies (see hylab/sweeper.py)."""
+class ResumableOptunaSweeper(Sweeper):
+    """Optuna with resumable, shareable studies (see hylab/sweeper.py); settings in
+    conf/hydra/sweeper/hylab_optuna.yaml."""
 
-    def __init__(self, sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, search_space, custom_search_space, params):
-        from hylab.sweeper import ResumableOptunaSweeperImpl
+    def __init__(self, **settings) -> None:
+        from hylab.sweeper import ResumableOptunaSweep
 
-        self.sweeper = ResumableOptunaSweeperImpl(
-            sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, search_space, custom_search_space, params
-        )
+        self.sweeper = ResumableOptunaSweep(**settings)
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> None:
+        return self.sweeper.sweep(arguments)

@@ -56,3 +56,33 @@ def load_weights(net: GPT, checkpoint: GPTCheckpoint, key: str) -> GPT:
 
 def build_net(checkpoint: GPTCheckpoint, key: str = "ckpt_path") -> GPT:
     return load_weights(GPT(checkpoint.config), checkpoint, key)
+
+
+_resolved: dict[tuple, str] = {}
+
+
+def resolve_init_from(init_from: str | None, base: dict | None) -> str | None:
+    """The checkpoint a fine-tune starts from: `init_from` when given, else the run-store entry of
+    `base` = {experiment, overrides, log_dir, store_dir} (trained once if absent, then reused, as
+    the distillation teacher is). The DataModule (for the tokenizer) and the module (for the
+    weights) both ask; the second ask is answered from memory."""
+    if init_from or not base or not base.get("experiment"):
+        return init_from or None
+    overrides = [str(o) for o in base.get("overrides") or []]
+    key = (base["experiment"], tuple(overrides), str(base.get("log_dir")), str(base.get("store_dir")))
+    if key not in _resolved:
+        import logging
+
+        from hylab.store import RunStore, compose_for
+
+        default_store = compose_for(base["experiment"], overrides, base.get("log_dir")).store.dir
+        store_dir = base.get("store_dir") or default_store
+        if str(store_dir) != str(default_store):
+            overrides.append(f"store.dir={store_dir}")
+        entry = RunStore(store_dir).get_or_train(base["experiment"], overrides, base.get("log_dir"))
+        logging.getLogger("hylab").info(
+            f"base model: run {entry.record.get('run_id')} of experiment={base['experiment']} {' '.join(key[1])} "
+            f"(store key {entry.key}, val/bpb_best {(entry.record.get('metrics') or {}).get('val/bpb_best')}) from {entry.run_dir}"
+        )
+        _resolved[key] = str(entry.checkpoint)
+    return _resolved[key]

@@ -80,10 +80,10 @@ def generate(
     if not prompt:
         raise ValueError("the prompt must hold at least one token (e.g. <|bos|>)")
     total = len(prompt) + max_new_tokens
-    if total > net.config.max_positions:
+    if total > net.config.context_len:
         raise ValueError(
-            f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceed the model's "
-            f"{net.config.max_positions} positions"
+            f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceed the "
+            f"{net.config.context_len} positions the model was trained on"
         )
     device = net.wte.weight.device
     generator = None

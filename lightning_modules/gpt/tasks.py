@@ -84,14 +84,22 @@ def generate_text(cfg: DictConfig) -> TaskResult:
     return TaskResult(metrics=metrics, checkpoints={"evaluated": str(cfg.ckpt_path)}, extra={"generations": str(path)})
 
 
-def fit_to_context(tokenizer, conversation: list, max_new_tokens: int, max_positions: int) -> list[int]:
-    """The prompt for the next reply, dropping the oldest exchanges until reply room is left."""
+def fit_to_context(tokenizer, conversation: list, max_new_tokens: int, context_len: int) -> list[int]:
+    """The prompt for the next reply, dropping the oldest exchanges until reply room is left.
+
+    A single message that is still too long keeps its frame (<|bos|><|user_start|> ...
+    <|user_end|><|assistant_start|>) and loses the start of its text."""
     from datamodules.gpt.chat import render_for_reply
 
+    budget = context_len - max_new_tokens
     while True:
         prompt = render_for_reply(tokenizer, conversation)
-        if len(prompt) + max_new_tokens <= max_positions or len(conversation) <= 1:
-            return prompt[-(max_positions - max_new_tokens) :]
+        if len(prompt) <= budget:
+            return prompt
+        if len(conversation) <= 1:
+            head, tail = prompt[:2], prompt[-2:]
+            keep = max(0, budget - len(head) - len(tail))
+            return [*head, *prompt[len(head) : -len(tail)][len(prompt) - len(head) - len(tail) - keep :], *tail]
         conversation[:] = conversation[2:]
 
 
@@ -115,7 +123,8 @@ def stream_reply(net, tokenizer, prompt: list[int], g: GenerationSettings, out) 
 def chat(cfg: DictConfig) -> TaskResult:
     net, tokenizer = load_for_sampling(cfg)
     g = generation_settings(cfg)
-    max_new = min(g.max_new_tokens, net.config.max_positions // 2)
+    context_len = net.config.context_len  # the trained context, not the whole rotary table
+    max_new = min(g.max_new_tokens, context_len // 2)
     if tokenizer.id_of(ASSISTANT_START) is None:
         raise UserError(f"ckpt_path={cfg.ckpt_path} has a tokenizer without chat tokens")
     out = sys.stdout
@@ -141,7 +150,7 @@ def chat(cfg: DictConfig) -> TaskResult:
             out.write("(conversation cleared)\n")
             continue
         conversation.append({"role": "user", "content": text})
-        prompt = fit_to_context(tokenizer, conversation, max_new, net.config.max_positions)
+        prompt = fit_to_context(tokenizer, conversation, max_new, context_len)
         out.write("gpt> ")
         out.flush()
         try:

@@ -116,8 +116,8 @@ def generate_with_tools(
     if not prompt:
         raise ValueError("the prompt must hold at least one token")
     total = len(prompt) + max_new_tokens
-    if total > net.config.max_positions:
-        raise ValueError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceed the model's {net.config.max_positions} positions")
+    if total > net.config.context_len:
+        raise ValueError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceed the model's {net.config.context_len} positions")
     tools = ToolTokens.of(tokenizer) if run_tool is not None else None
     stops = stop_ids_of(tokenizer)
     device = net.wte.weight.device

@@ -13,5 +13,5 @@ TEXTS = ["What is 12 plus 30? The answer is 42. " * 30, "def add(a, b):\n    ret
 def tiny_model(seed: int = 0) -> tuple[GPT, GPTTokenizer]:
     tokenizer = GPTTokenizer(train_bpe(TEXTS, 320))
     torch.manual_seed(seed)
-    net = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, sequence_len=64, n_layer=1, n_head=2, n_embd=32, max_positions=256))
+    net = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, sequence_len=256, n_layer=1, n_head=2, n_embd=32))
     return net.eval(), tokenizer

@@ -155,3 +155,23 @@ class Pot:
     assert any("`tea.brew`" in q for q in questions) and any("`tea.Pot.pour`" in q for q in questions)
     assert "Brew leaves in hot water for the right number of minutes." in answers
     assert not any("_private" in q for q in questions) and not any("Longer explanation" in a for a in answers)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_token_file_is_moved_aside_and_rebuilt(tmp_path, damage, caplog):
+    dm = TextDataModule(data_dir=str(tmp_path), **SMALL)
+    dm.prepare_data()
+    folder = dm.token_dir()
+    train = folder / "train.bin"
+    good = train.read_bytes()
+    if damage == "truncate":
+        train.write_bytes(good[: len(good) // 2])
+    else:
+        train.write_bytes(bytes([good[0] ^ 0xFF]) + good[1:])
+    again = TextDataModule(data_dir=str(tmp_path), **SMALL)
+    with caplog.at_level("WARNING", logger="hylab"):
+        again.prepare_data()
+    assert "is damaged" in caplog.text and "rebuilding it" in caplog.text
+    assert train.read_bytes() == good  # rebuilt as it was
+    (aside,) = folder.parent.glob(f"{folder.name}.corrupt-*")
+    assert (aside / "train.bin").read_bytes() != good  # the damaged copy is kept, not deleted

@@ -10,7 +10,7 @@ from lightning_modules.gpt.nets import GPT, GPTConfig
 @pytest.fixture(scope="module", params=[None, 2], ids=["mha", "gqa"])
 def net(request) -> GPT:
     torch.manual_seed(0)
-    net = GPT(GPTConfig(vocab_size=96, sequence_len=32, n_layer=2, n_head=4, n_kv_head=request.param, n_embd=32))
+    net = GPT(GPTConfig(vocab_size=96, sequence_len=64, n_layer=2, n_head=4, n_kv_head=request.param, n_embd=32))
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -52,6 +52,15 @@ def test_stop_tokens_and_limits(net):
     assert max(generate_tokens(net, PROMPT, 40, temperature=1.0, seed=0, vocab_limit=10)[0]) < 10
     with pytest.raises(ValueError, match="exceed"):
         generate_tokens(net, PROMPT, net.config.max_positions)
+
+
+def test_generation_stays_inside_the_trained_context():
+    """A rotary table longer than sequence_len (old checkpoints have 4x) is not a longer budget."""
+    net = GPT(GPTConfig(vocab_size=48, sequence_len=16, n_layer=1, n_head=2, n_embd=16, max_positions=64)).eval()
+    assert net.config.context_len == 16 and GPTConfig(sequence_len=16, n_head=2, n_embd=16).max_positions == 16
+    assert len(generate_tokens(net, PROMPT, 16 - len(PROMPT))[0]) == 16 - len(PROMPT)
+    with pytest.raises(ValueError, match="16 positions the model was trained on"):
+        generate_tokens(net, PROMPT, 17 - len(PROMPT))
 
 
 def test_sampling_rules():

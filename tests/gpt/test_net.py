@@ -102,3 +102,16 @@ def test_bits_per_byte_by_hand():
     empty = BitsPerByte()
     empty.update(nats[:1], torch.tensor([-1]), token_bytes)
     assert all(math.isnan(value.item()) for value in empty.compute())  # nothing counted: no value
+
+
+def test_the_depth_dial_sizes_the_net_and_scales_the_adamw_lrs():
+    from functools import partial
+
+    from lightning_modules.gpt.module import GPTLanguageModel
+
+    config = GPTConfig(vocab_size=64, sequence_len=16, depth=6, n_kv_head=2)
+    assert (config.n_layer, config.n_embd, config.n_head, config.n_kv_head) == (6, 192, 6, 2)
+    assert GPTConfig(vocab_size=64, depth=6, n_kv_head=4).n_kv_head == 6  # 4 does not divide 6 heads
+    module = GPTLanguageModel(GPT(GPTConfig(vocab_size=64, sequence_len=16, depth=8)), partial(torch.optim.SGD, lr=0.02),
+                              partial(torch.optim.AdamW, lr=0.3), head_lr=0.008, depth=8, reference_width=128)
+    assert module.adamw_lr_scale() == pytest.approx((256 / 128) ** -0.5)

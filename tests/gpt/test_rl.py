@@ -53,7 +53,7 @@ def test_pass_at_k_is_the_unbiased_estimator():
 @pytest.fixture(scope="module")
 def base_checkpoint(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("gpt_rl_data")
-    _, record = run_in_process([*tiny_base(data_dir), "data.sequence_len=40", "trainer.max_steps=2", "trainer.val_check_interval=2"], tmp_path_factory.mktemp("base") / "run")
+    _, record = run_in_process([*tiny_base(data_dir), "data.sequence_len=128", "trainer.max_steps=2", "trainer.val_check_interval=2"], tmp_path_factory.mktemp("base") / "run")
     return record["checkpoints"]["last"]
 
 

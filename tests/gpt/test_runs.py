@@ -104,9 +104,22 @@ def test_gpt_sft_fast_dev_run_from_the_base_checkpoint(base_run, data_dir, tmp_p
     assert record["status"] == "completed" and record["metrics"]["val/bpb"] > 0
 
 
+def test_gpt_sft_as_typed_gets_its_base_model_from_the_run_store(base_run, data_dir, caplog):
+    """model.base names the base run (experiment + overrides); base_run registered it in the store
+    under the same hash, so it is reused, not trained again."""
+    run_dir, base = base_run
+    base_overrides = [o for o in base["overrides"] if not o.startswith("experiment=")]
+    quoted = ",".join(f"'{o}'" for o in base_overrides)
+    overrides = ["experiment=gpt_sft", *tiny(data_dir), "data.sequence_len=32", f"model.base.overrides=[{quoted}]", "debug=fdr"]
+    with caplog.at_level("INFO"):
+        _, record = run_in_process(overrides, run_dir.parent / "sft")
+    assert record["status"] == "completed"
+    assert f"reusing stored run {base['run_id']}" in caplog.text
+
+
 def test_gpt_sft_needs_a_gpt_checkpoint(data_dir, tmp_path):
     with pytest.raises(UserError, match="add model.init_from="):
-        run_in_process(["experiment=gpt_sft", *tiny(data_dir), "debug=fdr"], tmp_path / "a")
+        run_in_process(["experiment=gpt_sft", *tiny(data_dir), "model.base=null", "debug=fdr"], tmp_path / "a")
     with pytest.raises(UserError, match="does not exist"):
         run_in_process(["experiment=gpt_sft", *tiny(data_dir), f"model.init_from={tmp_path}/none.ckpt"], tmp_path / "b")
     foreign = tmp_path / "foreign.ckpt"
@@ -139,7 +152,7 @@ def test_task_generate_with_and_without_cache(base_run, tmp_path, capsys):
     texts = []
     for use_cache in (True, False):
         overrides = ["experiment=gpt_tiny", "task=generate", f"ckpt_path={base['checkpoints']['last']}",
-                     "generation.prompt=import os", "generation.max_new_tokens=12", "generation.temperature=0",
+                     "generation.prompt=import os", "generation.max_new_tokens=6", "generation.temperature=0",
                      f"generation.use_cache={use_cache}"]
         _, record = run_in_process(overrides, tmp_path / str(use_cache))
         texts.append(json.loads((tmp_path / str(use_cache) / "generations.json").read_text())["texts"])

@@ -8,7 +8,7 @@ from hylab.settings import check_node, parse_settings
 from lightning_modules.gpt.settings import GenerationSettings
 from tests.helpers import compose_run
 
-GPT_EXPERIMENTS = ["gpt_tiny", "gpt_small", "gpt_sft"]
+GPT_EXPERIMENTS = ["gpt_tiny", "gpt_small", "gpt_sft", "gpt_speedrun"]
 
 
 @pytest.mark.parametrize("experiment", GPT_EXPERIMENTS)

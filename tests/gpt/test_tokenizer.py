@@ -77,3 +77,17 @@ def test_evaluation_reports_bytes_per_token(tokenizer):
     assert metrics["tokenizer/heldout_bytes"] == total_bytes
     assert metrics["tokenizer/bytes_per_token"] == pytest.approx(total_bytes / metrics["tokenizer/heldout_tokens"])
     assert metrics["tokenizer/bytes_per_token"] > 2.0  # the repeated text compresses well
+
+
+def test_saved_tokenizer_json_stands_alone(tokenizer, tmp_path):
+    """Plain `tokenizers.Tokenizer.from_file` treats "<|bos|>" in text as text, as the family does."""
+    from tokenizers import Tokenizer
+
+    path = tokenizer.save(tmp_path / "tokenizer.json")
+    plain = Tokenizer.from_file(str(path))
+    assert plain.encode(TRICKY, add_special_tokens=False).ids == tokenizer.encode(TRICKY)
+    assert tokenizer.bos_id not in plain.encode("<|bos|>").ids
+    assert plain.token_to_id(BOS) == tokenizer.bos_id and plain.decode([tokenizer.bos_id]) == BOS
+    again = GPTTokenizer.from_file(path)
+    ids = [again.bos_id, *again.encode("hi")]
+    assert again.decode(ids, skip_special=True) == "hi" and again.to_str() == tokenizer.to_str()

@@ -99,7 +99,9 @@ def test_a_version_1_checkpoint_still_chats_without_tools():
     assert not gpt.tokenizer.has_tools and len(gpt.tokenizer.special_ids) == 5
     net = build_net(gpt).eval()
     prompt = render_for_reply(gpt.tokenizer, [{"role": "user", "content": "hello"}])
-    pieces = list(reply_pieces(net, gpt.tokenizer, prompt, Sampling(12, 0.8, 20, 0)))
+    room = net.config.context_len - len(prompt)
+    assert room > 0
+    pieces = list(reply_pieces(net, gpt.tokenizer, prompt, Sampling(min(12, room), 0.8, 20, 0)))
     assert pieces and all(kind == TEXT for kind, _ in pieces)
 
 

@@ -39,7 +39,7 @@ def build_server(net, tokenizer, name: str, settings: ServeSettings):
     tools = settings.tools and tokenizer.has_tools
     run_tool = functools.partial(run_in_sandbox, wall_s=settings.tool_wall_s, memory_mb=settings.tool_memory_mb) if tools else None
     make_stream = functools.partial(reply_pieces, net, tokenizer, run_tool=run_tool)
-    model = ServedModel(name, net.num_parameters(), net.config.max_positions, tokenizer, tools)
+    model = ServedModel(name, net.num_parameters(), net.config.context_len, tokenizer, tools)
     worker = GenerationWorker(make_stream, settings.max_active, settings.max_queue).start()
     return create_app(model, worker, settings), worker
 

@@ -1,0 +1,195 @@
+"""Simulated RIS near-field scenes for training and evaluation, generated on the fly or cached
+to sharded files.
+
+On the fly, a split holds no data: scene i is simulated when asked, from (data.seed, split, i),
+so the same config always gives the same scenes whatever the batch size, shuffling or worker
+count. With `cache_dir`, each split is written once as shards of `shard_size` scenes plus a
+manifest; later runs read them, and a missing or damaged shard is an error that says what to do.
+"""
+
+import contextlib
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from datamodules.loaders import SplitDataModule
+from datamodules.ris.physics import RISGeometry
+from datamodules.ris.scenes import SceneConfig, network_batch, scene_generator, simulate_scene, stack_scenes
+from datamodules.ris.settings import RISDataSettings, SceneSettings
+from hylab.errors import UserError
+from hylab.records import atomic_write_text
+from hylab.settings import parse_settings
+
+MANIFEST = "manifest.json"
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Scenes are many tiny tensor ops, for which a thread pool costs more than it saves."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class SimulatedScenes(Dataset):
+    """Scene i of a split, simulated on demand; `__getitems__` returns a whole network batch."""
+
+    def __init__(self, config: SceneConfig, seed: int, split: str, size: int, snr_db: float | None = None):
+        self.config, self.seed, self.split, self.size, self.snr_db = config, seed, split, size, snr_db
+
+    def __len__(self) -> int:
+        return self.size
+
+    def scene(self, index: int) -> dict:
+        return simulate_scene(self.config, scene_generator(self.seed, self.split, index), snr_db=self.snr_db)
+
+    def scenes(self, indices) -> dict:
+        with torch_threads(1):
+            return stack_scenes([self.scene(int(i)) for i in indices])
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices) -> dict:
+        return network_batch(self.scenes(indices), self.config.geometry)
+
+    def identity(self) -> dict:
+        return {"config": self.config.as_dict(), "seed": self.seed, "split": self.split, "size": self.size, "snr_db": self.snr_db}
+
+
+def write_shards(source: SimulatedScenes, folder: Path, shard_size: int) -> None:
+    """Simulate a split into folder/shard_XXXXX.pt files; the manifest is written last, so a
+    half-written cache has none and is rebuilt next time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for number, start in enumerate(range(0, len(source), shard_size)):
+        path = folder / f"shard_{number:05d}.pt"
+        scenes = source.scenes(range(start, min(start + shard_size, len(source))))
+        torch.save(scenes, path)
+        shards.append({"file": path.name, "count": len(scenes["k"]), "bytes": path.stat().st_size})
+    atomic_write_text(folder / MANIFEST, json.dumps({**source.identity(), "shards": shards}, indent=1))
+
+
+class ShardedScenes(Dataset):
+    """A split read from shards written by `write_shards`; keeps the last two shards in memory
+    (with `ShardBlockSampler` each shard is read once per epoch)."""
+
+    def __init__(self, folder: Path, expected: dict, geometry: RISGeometry):
+        self.folder, self.geometry = Path(folder), geometry
+        manifest = json.loads((self.folder / MANIFEST).read_text())
+        identity = {key: manifest.get(key) for key in expected}
+        if json.loads(json.dumps(expected)) != identity:
+            raise UserError(f"the scene cache {self.folder} was built for another simulator config or seed: "
+                            "point data.cache_dir elsewhere or delete that folder to rebuild it")
+        self.shards = manifest["shards"]
+        self.shard_size = self.shards[0]["count"]
+        self.size = sum(shard["count"] for shard in self.shards)
+        self.loaded: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def shard(self, number: int) -> dict:
+        if number not in self.loaded:
+            entry = self.shards[number]
+            path = self.folder / entry["file"]
+            fix = f"delete {self.folder} to rebuild the cache, or set data.cache_dir=null to simulate on the fly"
+            if not path.is_file():
+                raise UserError(f"scene shard {path} is missing: {fix}")
+            if path.stat().st_size != entry["bytes"]:
+                raise UserError(f"scene shard {path} is truncated or was overwritten ({path.stat().st_size} bytes, "
+                                f"the manifest says {entry['bytes']}): {fix}")
+            try:
+                scenes = torch.load(path, weights_only=True)
+            except Exception as err:
+                raise UserError(f"scene shard {path} cannot be read ({type(err).__name__}): {fix}") from None
+            if not isinstance(scenes, dict) or len(scenes.get("k", ())) != entry["count"]:
+                raise UserError(f"scene shard {path} does not hold the {entry['count']} scenes the manifest lists: {fix}")
+            if len(self.loaded) >= 2:
+                self.loaded.pop(next(iter(self.loaded)))
+            self.loaded[number] = scenes
+        return self.loaded[number]
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices) -> dict:
+        parts = []
+        for index in indices:
+            shard = self.shard(int(index) // self.shard_size)
+            parts.append({key: value[int(index) % self.shard_size] for key, value in shard.items()})
+        return network_batch(stack_scenes(parts), self.geometry)
+
+
+class ShardBlockSampler(Sampler):
+    """Shuffles the order of shards and the scenes inside each shard, not across shards."""
+
+    def __init__(self, size: int, block: int, seed: int):
+        self.size, self.block, self.seed, self.epoch = size, block, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        blocks = torch.randperm((self.size + self.block - 1) // self.block, generator=generator)
+        for block in blocks.tolist():
+            start = block * self.block
+            stop = min(start + self.block, self.size)
+            yield from (start + torch.randperm(stop - start, generator=generator)).tolist()
+
+
+class RISDataModule(SplitDataModule):
+    """Train / val / test splits of simulated scenes; the settings are `RISDataSettings`
+    (datamodules/ris/settings.py), the config keys of `data`."""
+
+    def __init__(self, **settings):
+        super().__init__()
+        self.settings = parse_settings(RISDataSettings, settings, "data")
+        self.save_hyperparameters(dataclasses.asdict(self.settings), logger=False)
+        scene = {f.name: getattr(self.settings, f.name) for f in dataclasses.fields(SceneSettings)}
+        self.scene_config = SceneConfig(**scene)
+        self.batch_size, self.eval_batch_size = self.settings.batch_size, self.settings.eval_batch_size
+        self.num_workers = self.settings.num_workers
+
+    def simulated(self, split: str) -> SimulatedScenes:
+        s = self.settings
+        size = {"train": s.n_train, "val": s.n_val, "test": s.n_test}[split]
+        return SimulatedScenes(self.scene_config, s.seed, split, size, s.test_snr_db if split == "test" else None)
+
+    def prepare_data(self) -> None:
+        if not self.settings.cache_dir:
+            return
+        for split in ("train", "val", "test"):
+            folder = Path(self.settings.cache_dir) / split
+            if not (folder / MANIFEST).is_file():
+                write_shards(self.simulated(split), folder, self.settings.shard_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        for split in ("train", "val", "test"):
+            source = self.simulated(split)
+            if self.settings.cache_dir:
+                folder = Path(self.settings.cache_dir) / split
+                if not (folder / MANIFEST).is_file():
+                    raise UserError(f"no scene cache at {folder} (no {MANIFEST}): run prepare_data first or set data.cache_dir=null")
+                self.datasets[split] = ShardedScenes(folder, source.identity(), self.scene_config.geometry)
+            else:
+                self.datasets[split] = source
+
+    def sampler(self, dataset: Dataset, shuffle: bool) -> Sampler | None:
+        """Shuffled shards are read shard by shard (`ShardBlockSampler`)."""
+        if shuffle and isinstance(dataset, ShardedScenes):
+            return ShardBlockSampler(len(dataset), dataset.shard_size, self.settings.seed)
+        return super().sampler(dataset, shuffle)

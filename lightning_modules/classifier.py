@@ -1,0 +1,200 @@
+"""A classifier for any net that maps a batch to (B, K) logits: images, wearable windows, ...
+
+Loss: (1 - eps) * CE(logits, y) + eps * mean_k CE_k(logits), which is what
+`F.cross_entropy(..., label_smoothing=eps)` computes for class indices and for (B, K)
+probability targets alike (mixup/cutmix produce the latter). Validation and test report the
+plain cross-entropy (eps = 0), the quantity comparable across runs.
+
+Metrics: accuracy; optionally macro-F1 = (1/K) sum_k 2 P_k R_k / (P_k + R_k), the mean of the
+per-class F1 scores (torchmetrics MulticlassF1Score, average="macro"), which weighs every class
+alike when a split is not balanced; the best-so-far value of each validation metric
+(`BestSoFar`, `val/<name>_best`); per-class test accuracy and the test confusion matrix
+(a figure under <run dir>/plots). `lr_scales` maps net parameter prefixes (`head`,
+`features.0`) to multipliers of the optimizer's lr (layer-wise rates for fine-tuning).
+"""
+
+from collections.abc import Mapping
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MinMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from hylab.errors import UserError
+from lightning_modules.optim import configure_optimizers
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+    """Label-smoothed CE; `target` holds class indices (B,) or class probabilities (B, K)."""
+    return F.cross_entropy(logits, target, label_smoothing=eps)
+
+
+def hard_labels(target: torch.Tensor) -> torch.Tensor:
+    return target if target.ndim == 1 else target.argmax(dim=-1)
+
+
+def net_parts(net: nn.Module, depth: int = 2) -> list[str]:
+    """Names of the net's modules down to `depth` dots: what freeze and lr_scales may name."""
+    return [name for name, _ in net.named_modules() if name and name.count(".") < depth]
+
+
+def check_parts(net: nn.Module, names, key: str) -> None:
+    """Each name must be a module or parameter of the net (a prefix of parameter names)."""
+    params = [name for name, _ in net.named_parameters()]
+    for name in names:
+        if not any(p == name or p.startswith(name + ".") for p in params):
+            raise UserError(f"{key}: {name!r} is not a part of the net; its parts: {', '.join(net_parts(net))}")
+
+
+class BestSoFar:
+    """Best-so-far values of epoch metrics, logged as `<name>_best`.
+
+    `modes` maps metric names (`val/acc`) to "max" or "min". `add_to` registers one torchmetrics
+    Max/MinMetric per name on the module, as `<name with / as _>_best` (`val_acc_best`): saved with
+    the module's state (it survives resume from a checkpoint), cleared when a fresh fit starts.
+    """
+
+    def __init__(self, modes: Mapping[str, str]):
+        self.modes = dict(modes)
+
+    @staticmethod
+    def attribute(name: str) -> str:
+        return name.replace("/", "_") + "_best"
+
+    def add_to(self, module: nn.Module) -> "BestSoFar":
+        for name, mode in self.modes.items():
+            metric = MaxMetric() if mode == "max" else MinMetric()
+            metric.persistent(True)
+            setattr(module, self.attribute(name), metric)
+        return self
+
+    def on_train_start(self, module: L.LightningModule) -> None:
+        if module.trainer.global_step == 0:  # keep the best values when resuming
+            for name in self.modes:
+                getattr(module, self.attribute(name)).reset()
+
+    def update_and_log(self, module: L.LightningModule, values: Mapping[str, torch.Tensor]) -> None:
+        """Fold this epoch's `values` in and log the best of each (skipped while sanity checking)."""
+        if module.trainer.sanity_checking:
+            return
+        for name, value in values.items():
+            metric = getattr(module, self.attribute(name))
+            metric(value)
+            module.log(f"{name}_best", metric.compute(), sync_dist=True, prog_bar=True)
+
+
+def confusion_figure(confusion: MulticlassConfusionMatrix, matrix: torch.Tensor, names: list[str]):
+    """The confusion matrix as a heat map with counts (rows: true classes, columns: predictions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    figure, _ = confusion.plot(matrix.cpu(), labels=names)
+    return figure
+
+
+class Classifier(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: partial,
+        scheduler: partial | None = None,
+        num_classes: int = 10,
+        label_smoothing: float = 0.0,
+        f1_macro: bool = False,
+        lr_scales: Mapping[str, float] | None = None,
+        compile: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler or None
+        self.lr_scales = dict(lr_scales or {})
+        check_parts(net, self.lr_scales, "model.lr_scales")
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro") if f1_macro else None
+        self.test_f1 = MulticlassF1Score(num_classes, average="macro") if f1_macro else None
+        self.best = BestSoFar({"val/acc": "max", **({"val/f1_macro": "max"} if f1_macro else {})}).add_to(self)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        if compile:
+            self.net.compile()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor, batch) -> torch.Tensor:
+        return smoothed_cross_entropy(logits, target, self.hparams.label_smoothing)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, target = batch
+        logits = self(x)
+        loss = self.training_loss(logits, target, batch)
+        self.train_acc(logits, hard_labels(target))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_start(self) -> None:
+        self.best.on_train_start(self)
+
+    def _evaluate(self, batch, stage: str) -> torch.Tensor:
+        x, labels = batch
+        logits = self(x)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True, prog_bar=True)
+        accuracy = self.val_acc if stage == "val" else self.test_acc
+        accuracy(logits, labels)
+        self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=True)
+        f1 = self.val_f1 if stage == "val" else self.test_f1
+        if f1 is not None:
+            f1(logits, labels)
+            self.log(f"{stage}/f1_macro", f1, on_epoch=True, prog_bar=True)
+        return logits
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        values = {"val/acc": self.val_acc.compute()}
+        if self.val_f1 is not None:
+            values["val/f1_macro"] = self.val_f1.compute()
+        self.best.update_and_log(self, values)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        logits = self._evaluate(batch, "test")
+        self.test_confusion(logits, batch[1])
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.test_confusion.compute()
+        self.test_confusion.reset()
+        per_class = matrix.diag().float() / matrix.sum(dim=1).clamp_min(1).float()
+        names = self._class_names(len(per_class))
+        for name, value in zip(names, per_class):
+            self.log(f"test/acc_class/{name}", value, sync_dist=True)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            from hylab.figures import log_figure
+
+            log_figure(self.trainer, "test/confusion_matrix", confusion_figure(self.test_confusion, matrix, names))
+
+    def _class_names(self, count: int) -> list[str]:
+        names = getattr(self.trainer.datamodule, "class_names", None) if self.trainer.datamodule else None
+        return list(names) if names and len(names) == count else [str(k) for k in range(count)]
+
+    def predict_step(self, batch, batch_idx: int) -> dict:
+        x, labels = batch
+        probs = self(x).softmax(dim=-1)
+        return {"probs": probs, "pred": probs.argmax(dim=-1), "label": labels}
+
+    def prediction_metrics(self, predictions: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        """Metrics of the merged predict-step outputs (task=predict): the accuracy of pred vs label."""
+        if "pred" not in predictions or "label" not in predictions:
+            return {}
+        return {"predict/acc": (predictions["pred"] == predictions["label"]).float().mean().item()}
+
+    def configure_optimizers(self):
+        scales = {f"net.{prefix}": scale for prefix, scale in self.lr_scales.items()}
+        return configure_optimizers(self, self.optimizer_factory, self.scheduler_factory, scales)

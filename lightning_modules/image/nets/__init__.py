@@ -1,0 +1,1 @@
+"""Plain torch.nn image nets, constructible and testable without Lightning."""

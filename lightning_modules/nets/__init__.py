@@ -1,1 +1,0 @@
-"""Plain torch.nn models, constructible and testable without Lightning."""

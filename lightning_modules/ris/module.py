@@ -1,0 +1,150 @@
+"""RIS near-field localization: learn the covariance of the RIS-side signal so that MUSIC finds
+angles and ranges better than it does on the sample covariance of the same snapshots.
+
+One module serves the learned model (net given) and the classical baseline (net=null: R_blend
+is R_samp and MUSIC runs on it). Training, validation, test, predict and the benchmark all go
+through `hybrid_covariance` and `localize`. Losses are in losses.py, MUSIC in music.py, scores in metrics.py.
+"""
+
+import dataclasses
+from functools import partial
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MinMetric
+
+from datamodules.ris.physics import RISGeometry, as_complex, safe_eigh, steering
+from hylab.errors import UserError
+from hylab.settings import parse_settings
+from lightning_modules.optim import configure_optimizers
+from lightning_modules.ris.covariance import HybridCovariance, hybrid_covariance
+from lightning_modules.ris.losses import count_loss, covariance_losses, heatmap_loss, present_mask
+from lightning_modules.ris.metrics import LocalizationScores, match_sources, truth_of
+from lightning_modules.ris.music import NearFieldMusic, SearchGrid, information_criteria
+from lightning_modules.ris.settings import RISLocalizerSettings
+
+
+class RISLocalizer(L.LightningModule):
+    """Settings: `RISLocalizerSettings` (lightning_modules/ris/settings.py), the plain keys of `model`."""
+
+    def __init__(self, net: nn.Module | None = None, optimizer: partial | None = None,
+                 scheduler: partial | None = None, **settings):
+        super().__init__()
+        self.settings = parse_settings(RISLocalizerSettings, settings, "model")
+        self.save_hyperparameters(dataclasses.asdict(self.settings), logger=False)
+        if self.settings.k_from == "head" and net is None:
+            raise UserError("model.k_from='head' needs a count head, and this model has no net: use truth, mdl or aic")
+        if net is not None and getattr(net, "ridge_k", self.settings.ridge_k) != self.settings.ridge_k:
+            raise UserError(f"model.net.ridge_k={net.ridge_k} differs from model.ridge_k={self.settings.ridge_k}: they must agree")
+        self.net = net
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler or None
+        self.geometry = RISGeometry.of(self.settings.geometry)
+        music = self.settings.music
+        self.music = NearFieldMusic(self.geometry, SearchGrid.of(music), newton_steps=music.newton_steps)
+        self.register_buffer("element_positions", self.geometry.element_positions(torch.float32), persistent=False)
+        self.scores = nn.ModuleDict({stage: LocalizationScores() for stage in ("val", "test")})
+        self.val_rmse_best = MinMetric()
+        self.val_rmse_best.persistent(True)
+
+    # ---- the one path from a batch to covariances and estimates ----
+    def covariances(self, batch: dict) -> tuple[HybridCovariance, dict]:
+        hp = self.settings
+        out = self.net(batch["y"], batch["H"], batch["C"]) if self.net is not None else {}
+        cov = hybrid_covariance(batch, out.get("factors"), hp.beta, hp.ridge_k, hp.loading, out.get("sample_factor"))
+        return cov, out
+
+    def source_count(self, cov: HybridCovariance, out: dict, batch: dict, source: str) -> torch.Tensor:
+        if source == "truth":
+            return batch["k"]
+        if source == "head":
+            return out["count_logits"].argmax(-1) + 1
+        eigvals = safe_eigh(cov.blend.detach())[0].flip(-1)
+        return information_criteria(eigvals, self.settings.snapshots, self.settings.k_max)[source]
+
+    def localize(self, batch: dict) -> dict:
+        """Covariances, K and MUSIC estimates (B, K_MAX, 3) for one batch."""
+        cov, out = self.covariances(batch)
+        k_used = self.source_count(cov, out, batch, self.settings.k_from)
+        k_counted = self.source_count(cov, out, batch, "head" if self.net is not None else "mdl")
+        estimates = self.music.estimate(cov.blend, k_used, self.settings.k_max)
+        return {"covariance": cov, "net": out, "k_used": k_used, "k_counted": k_counted, "estimates": estimates}
+
+    def forward(self, batch: dict) -> dict:
+        return self.localize(batch)
+
+    # ---- losses ----
+    def losses(self, batch: dict, cov: HybridCovariance, out: dict) -> dict[str, torch.Tensor]:
+        truth = steering(self.element_positions, self.geometry.wavenumber, batch["azimuth"], batch["elevation"], batch["range"])
+        parts = covariance_losses(cov, as_complex(batch["R_true"]), truth, batch["k"])
+        if "count_logits" in out:
+            parts["count"] = count_loss(out["count_logits"], batch["k"])
+        if "heat" in out:
+            present = present_mask(batch["k"], self.settings.k_max)
+            cells, offsets = self.net.cells_of(batch["azimuth"], batch["elevation"], batch["range"])
+            parts["heatmap"] = heatmap_loss(out["heat"], out["offsets"], cells, offsets, present)
+        parts["loss"] = sum(getattr(self.settings.loss_weights, name) * value for name, value in parts.items())
+        return parts
+
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
+        if self.net is None:
+            raise UserError("this model has no learned part (model.net=null): use task=ris_classical, not fit")
+        cov, out = self.covariances(batch)
+        parts = self.losses(batch, cov, out)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, prog_bar=name == "loss")
+        return {"loss": parts["loss"], "covariance": cov.detached(), "count": batch["k"]}
+
+    def _evaluate(self, batch: dict, stage: str) -> dict:
+        result = self.localize(batch)
+        cov, out = result["covariance"], result["net"]
+        parts = self.losses(batch, cov, out)
+        for name, value in parts.items():
+            self.log(f"{stage}/{name}", value, on_epoch=True, sync_dist=True, prog_bar=name == "loss")
+        errors = match_sources(result["estimates"], result["k_used"], truth_of(batch), batch["k"])
+        errors = dataclasses.replace(errors, count_correct=(result["k_counted"] == batch["k"]).cpu())
+        self.scores[stage].update(errors)
+        return result
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._evaluate(batch, "test")
+
+    def _log_scores(self, stage: str) -> dict[str, torch.Tensor]:
+        values = self.scores[stage].compute()
+        self.scores[stage].reset()
+        for name, value in values.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name in ("rmse_deg", "rmse_m"))
+        return values
+
+    def on_train_start(self) -> None:
+        if self.trainer.global_step == 0:  # keep the best value when resuming
+            self.val_rmse_best.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_scores("val")
+        if not self.trainer.sanity_checking:
+            self.val_rmse_best(values["rmse_deg"])
+            self.log("val/rmse_deg_best", self.val_rmse_best.compute())
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        result = self.localize(batch)
+        return {
+            "estimates": result["estimates"], "k_used": result["k_used"], "k_counted": result["k_counted"],
+            "truth": truth_of(batch), "k": batch["k"], "snr_db": batch["snr_db"],
+        }
+
+    def configure_optimizers(self):
+        if self.net is None or self.optimizer_factory is None:
+            raise UserError("this model has no learned part or no optimizer: use task=ris_classical")
+        return configure_optimizers(self, self.optimizer_factory, self.scheduler_factory, self.head_lr_scales())
+
+    def head_lr_scales(self) -> dict[str, float]:
+        """The heads (the net's top-level modules named *head*) train at head_lr_multiplier x lr."""
+        heads = [name for name, child in self.net.named_children() if "head" in name and any(True for _ in child.parameters())]
+        return {f"net.{name}": self.settings.head_lr_multiplier for name in heads}

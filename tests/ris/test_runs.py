@@ -1,0 +1,112 @@
+"""The RIS family end to end through run.py's config path, and the scene cache."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.ris.datamodule import RISDataModule
+from hylab.errors import UserError
+from tests.helpers import run_in_process
+
+TINY = [
+    "data.n_train=16", "data.n_val=8", "data.n_test=8", "data.batch_size=8", "data.eval_batch_size=8",
+    "model.music.azimuth_step_deg=10", "model.music.elevation_step_deg=10", "model.music.inverse_range_points=4",
+    "model.music.newton_steps=2", "callbacks.progress_bar=null",
+]
+TINY_NET = ["model.net.channels=8", "model.net.blocks=1", "model.net.angle_step_deg=15", "model.net.inverse_range_bins=3"]
+
+
+def test_hybrid_experiment_fast_dev_run(tmp_path):
+    value, record = run_in_process(["experiment=ris_hybrid", "debug=fdr", *TINY, *TINY_NET], tmp_path / "run")
+    assert record["status"] == "completed" and record["experiment"] == "ris_hybrid"
+    metrics = record["metrics"]
+    assert value == pytest.approx(metrics["val/rmse_deg_best"]) and 0 <= metrics["test/k_acc"] <= 1
+    assert {"val/rmse_deg", "val/rmse_m", "val/k_acc", "test/rmse_deg", "test/rmse_m", "train/loss"} <= set(metrics)
+    assert (tmp_path / "run" / "plots" / "val_music_spectrum.png").is_file()
+
+
+def test_music_baseline_experiment_runs_without_training(tmp_path):
+    value, record = run_in_process(["experiment=ris_music_baseline", "debug=fdr", *TINY], tmp_path / "run")
+    assert record["status"] == "completed" and record["task"] == "ris_classical"
+    assert value == pytest.approx(record["metrics"]["val/rmse_deg"]) and "test/rmse_deg" in record["metrics"]
+    assert not record["checkpoints"]
+
+
+def test_classical_task_refuses_a_model_with_a_learned_part(tmp_path):
+    with pytest.raises(UserError, match="no learned part"):
+        run_in_process(["experiment=ris_hybrid", "task=ris_classical", *TINY, *TINY_NET], tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_fit_logs_covariance_statistics_and_test_reproduces_from_the_checkpoint(tmp_path):
+    overrides = ["experiment=ris_hybrid", "debug=limit", "callbacks.ris_covariance_logger.every_n_steps=1", *TINY, *TINY_NET]
+    _, trained = run_in_process(overrides, tmp_path / "train")
+    with open(tmp_path / "train" / "csv" / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    logged = {key for row in rows for key, value in row.items() if value}
+    assert {"train/beta", "train/tr_blend", "train/fro_blend_minus_pred", "train/rank_pred", "train/topk_energy_blend"} <= logged
+    best = trained["checkpoints"]["best"]
+    _, tested = run_in_process([*overrides, "task=test", f"ckpt_path={best}"], tmp_path / "test")
+    assert tested["metrics"]["test/rmse_deg"] == pytest.approx(trained["metrics"]["test/rmse_deg"], rel=1e-5)
+
+
+def cached_module(cache_dir: Path, **kwargs) -> RISDataModule:
+    return RISDataModule(n_train=12, n_val=4, n_test=4, batch_size=5, shard_size=5, cache_dir=str(cache_dir), **kwargs)
+
+
+def test_cached_shards_hold_the_same_scenes_as_the_simulator(tmp_path):
+    cached = cached_module(tmp_path / "cache")
+    cached.prepare_data()
+    cached.setup()
+    live = RISDataModule(n_train=12, n_val=4, n_test=4, batch_size=5)
+    live.setup()
+    assert sorted(p.name for p in (tmp_path / "cache" / "train").iterdir()) == [
+        "manifest.json", "shard_00000.pt", "shard_00001.pt", "shard_00002.pt"]
+    indices = [11, 0, 6, 3]
+    from_disk, simulated = cached.datasets["train"].__getitems__(indices), live.datasets["train"].__getitems__(indices)
+    assert all(torch.equal(from_disk[key], simulated[key]) for key in simulated)
+    order = list(cached.train_dataloader().sampler)
+    shards = [index // 5 for index in order]
+    assert sorted(order) == list(range(12))  # every scene once per epoch ...
+    assert sum(a != b for a, b in zip(shards, shards[1:])) == 2  # ... read shard by shard
+
+
+def test_missing_truncated_or_foreign_shards_are_user_errors(tmp_path):
+    cache = tmp_path / "cache"
+    module = cached_module(cache)
+    module.prepare_data()
+    shard = cache / "train" / "shard_00001.pt"
+    data = shard.read_bytes()
+    shard.unlink()
+    fresh = cached_module(cache)
+    fresh.setup()
+    with pytest.raises(UserError, match=r"shard_00001.pt is missing: delete .* to rebuild"):
+        fresh.datasets["train"].__getitems__([5])
+    shard.write_bytes(data[: len(data) // 2])
+    truncated = cached_module(cache)
+    truncated.setup()
+    with pytest.raises(UserError, match="truncated"):
+        truncated.datasets["train"].__getitems__([5])
+    shard.write_bytes(b"x" * len(data))
+    corrupt = cached_module(cache)
+    corrupt.setup()
+    with pytest.raises(UserError, match="cannot be read"):
+        corrupt.datasets["train"].__getitems__([5])
+    with pytest.raises(UserError, match="another simulator config"):
+        cached_module(cache, snapshots=8).setup()
+    with pytest.raises(UserError, match="no scene cache"):
+        cached_module(tmp_path / "empty").setup()
+
+
+def test_optuna_search_minimizes_the_angle_rmse_on_a_subset_without_averaging(tmp_path):
+    from tests.helpers import compose_run
+
+    cfg = compose_run(["experiment=ris_hybrid", "hparams_search=ris_optuna"], tmp_path)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("ResumableOptunaSweeper") and sweeper.direction == "minimize"
+    assert cfg.optimized_metric == "val/rmse_deg_best" and cfg.hydra.mode.name == "MULTIRUN"
+    assert {"model.beta", "model.loss_weights.subspace", "model.optimizer.lr", "model.head_lr_multiplier"} <= set(sweeper.params)
+    assert cfg.callbacks.get("ema") is None and cfg.callbacks.get("swa") is None and cfg.data.n_train == 2048
+    assert "sqlite:///" in sweeper.storage  # a persistent, resumable study
