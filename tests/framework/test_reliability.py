@@ -127,11 +127,13 @@ def test_a_checkpoint_write_cut_short_leaves_the_previous_file_intact(tmp_path, 
     io = AtomicCheckpointIO()
     io.save_checkpoint({"step": 1, "weights": torch.ones(1000)}, path)
 
-    def dies_halfway(checkpoint, target, *args, **kwargs):
+    def dies_halfway(io_self, checkpoint, target, *args, **kwargs):
         Path(target).write_bytes(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt  # the process is stopped in the middle of the write
 
-    monkeypatch.setattr("lightning.pytorch.plugins.io.torch_io.TorchCheckpointIO.save_checkpoint", dies_halfway)
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"step": 2}, path)
     assert is_intact(path) and zipfile.is_zipfile(path)
