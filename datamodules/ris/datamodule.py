@@ -111,16 +111,16 @@ def build_shard(source: SimulatedScenes, folder: Path, number: int, shard_size: 
                 move_aside(path, "is truncated or damaged" if expected is None else "does not match its checksum")
             elif expected is not None:
                 log.warning("scene shard %s is missing: simulating it again", path)
-            handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+            scenes = source.scenes(range(start, start + count))
+            temporary = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".tmp", delete=False)
             try:
-                with os.fdopen(handle, "wb") as stream:
-                    torch.save(source.scenes(range(start, start + count)), stream)
+                with temporary as stream:
+                    torch.save(scenes, stream)
                     stream.flush()
                     os.fsync(stream.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+                os.replace(temporary.name, path)
+            finally:
+                Path(temporary.name).unlink(missing_ok=True)  # gone after the rename; left only on failure
             digest = shard_digest(path)
     return {"file": path.name, "count": count, "bytes": path.stat().st_size, "sha256": digest}
 
