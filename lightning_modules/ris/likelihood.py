@@ -157,7 +157,9 @@ class LikelihoodRefiner:
         rhs = (((b.conj() * y[:, :, None]).sum(-1).abs() ** 2) - noise[:, None, None] * (b.abs() ** 2).sum(-1)).sum(1)
         outer = active[:, :, None] & active[:, None, :]
         eye = torch.eye(b.shape[2], dtype=gram.dtype, device=b.device)
-        powers = torch.linalg.solve(torch.where(outer, gram, eye), torch.where(active, rhs, 0.0))
+        gram = torch.where(outer, gram, eye)
+        ridge = 1e-6 * gram.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * eye  # two starts at one point
+        powers = torch.linalg.solve(gram + ridge, torch.where(active, rhs, 0.0))
         return torch.where(active, powers.clamp_min(0.05 * scale[:, None]), 0.0), noise
 
     def fit(self, y, channel, codes, start, count, iterations: int | None = None, floor: float = 1e-9) -> Fit:

@@ -111,3 +111,11 @@ def test_the_information_criterion_counts_sources_and_true_k_fits_them():
         found = torch.cat([estimates[..., :2], 1 / estimates[..., 2:]], -1)[:, :2].double()
         error = (found[:, :, None, :2] - truth[:, None, :, :2]).abs().amax(-1).amin(-1)  # each to its nearest
         assert error.max() < math.radians(1.0)
+
+
+def test_two_starts_at_one_point_do_not_stop_the_fit():
+    refiner = ris_refiner(GEOMETRY, *GRID_BOX, LikelihoodSettings(iterations=3))
+    y, channel, codes, truth = scenes(2, 2, 10.0)
+    start = truth[:, :1].repeat(1, 2, 1)  # a pool can hold the same peak twice
+    fit = refiner.fit(y, channel, codes, start, torch.full((2,), 2))
+    assert torch.isfinite(fit.loglik).all() and torch.isfinite(fit.positions).all()
