@@ -162,7 +162,7 @@ def main() -> None:
         print(f"SNR {snr:+.0f} dB done ({time.perf_counter() - started:.0f} s, load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
 
     names = list(methods) + ["CRB"]
-    previous = out / "ris_bench.json"
+    previous, parts = out / "ris_bench.json", []
     if args.merge and previous.is_file():
         old = json.loads(previous.read_text())
         same = all(old["args"][key] == getattr(args, key) for key in ("snrs", "scenes", "seed"))
@@ -171,10 +171,12 @@ def main() -> None:
         earlier = [name for name in old["args"]["methods"] if name not in methods]
         rows = [old_row | row for old_row, row in zip(old["rows"], rows)]
         names = earlier + names
+        parts = old.get("parts", [{"methods": earlier, "args": old["args"], "run": old.get("run")}])
     args.methods = names[:-1]
     print_table(rows, names)
     meta = {"load_average_at_end": os.getloadavg(), "wall_s": round(time.perf_counter() - started)}
-    (out / "ris_bench.json").write_text(json.dumps({"args": vars(args), "run": meta, "rows": rows}, indent=1))
+    parts = (parts if args.merge and previous.is_file() else []) + [{"methods": list(methods), "args": dict(vars(args)), "run": meta}]
+    (out / "ris_bench.json").write_text(json.dumps({"args": vars(args), "run": meta, "parts": parts, "rows": rows}, indent=1))
     plot(rows, names, out / "ris_rmse_vs_snr.png")
     print(f"\nwall time {meta['wall_s']} s; wrote {out / 'ris_bench.json'} and {out / 'ris_rmse_vs_snr.png'}")
 
