@@ -8,8 +8,9 @@ refinement on the coded snapshots (model.refine=ml), and the Cramer-Rao bound of
 Every method sees the same scenes (split "bench", never used in training). Each is scored with
 the true K (as the CRB assumes) and with its own estimated K: MDL for MUSIC, the count head for
 the learned models, the information criterion on the ML fits for "+ ML". "+ ML" starts from a
-pool of the method's MUSIC peaks plus a coarse grid; "+ ML (peaks)" from the peaks only, which
-shows what the initialization is worth. One greedy pass serves both counts.
+pool of the method's own starts (the net's proposals and the MUSIC peaks of its covariance;
+MUSIC's peaks for the classical model) plus a coarse grid; "+ ML (no grid)" from its own starts
+only, which shows what the initialization is worth. One greedy pass serves both counts.
 Writes a markdown table to stdout, docs/ris_bench.json and docs/ris_rmse_vs_snr.png
 (--snapshot-check: docs/ris_snapshots.json instead).
 """
@@ -88,7 +89,7 @@ def evaluate(module: RISLocalizer, batch: dict, ml: bool) -> dict[str, dict]:
             results = {"true K": (truth, batch["k"]), "estimated K": (own, counted)}
         else:
             subspace = module.source_count(cov, out, batch, "ml")
-            results = module.refine(batch, cov, subspace, {"true K": batch["k"], "estimated K": module.order_penalty(batch)})
+            results = module.refine(batch, cov, out, subspace, {"true K": batch["k"], "estimated K": module.order_penalty(batch)})
     if module.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - tic
@@ -99,7 +100,7 @@ def evaluate(module: RISLocalizer, batch: dict, ml: bool) -> dict[str, dict]:
 
 
 def with_ml(module: RISLocalizer, grid: bool) -> RISLocalizer:
-    """The same model with ML refinement (grid=False: the pool is MUSIC's peaks only)."""
+    """The same model with ML refinement (grid=False: the pool is its own starts only)."""
     ml = dataclasses.asdict(module.settings.ml) | ({} if grid else {"grid_step_deg": None})
     twin = RISLocalizer(net=module.net, **(module.hparams | {"refine": "ml", "ml": ml})).eval()
     return twin
@@ -112,9 +113,9 @@ def methods_of(args) -> dict[str, tuple[RISLocalizer, bool]]:
     hybrid_name = f"hybrid (beta={hybrid.settings.beta:.2f})"
     learned_name = "learned only (beta=0" + (", own training)" if args.learned else ", hybrid net)")
     methods = {"classical MUSIC": (classical, False), "MUSIC + ML": (with_ml(classical, True), True),
-               "MUSIC + ML (peaks)": (with_ml(classical, False), True), hybrid_name: (hybrid, False),
-               f"{hybrid_name} + ML": (with_ml(hybrid, True), True), f"{hybrid_name} + ML (peaks)": (with_ml(hybrid, False), True),
-               learned_name: (learned, False), f"{learned_name} + ML (peaks)": (with_ml(learned, False), True)}
+               "MUSIC + ML (no grid)": (with_ml(classical, False), True), hybrid_name: (hybrid, False),
+               f"{hybrid_name} + ML": (with_ml(hybrid, True), True), f"{hybrid_name} + ML (no grid)": (with_ml(hybrid, False), True),
+               learned_name: (learned, False), f"{learned_name} + ML (no grid)": (with_ml(learned, False), True)}
     return {name: methods[name] for name in methods if not args.only or any(part in name for part in args.only)}
 
 
@@ -137,7 +138,7 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true",
                         help="add to the methods of an existing ris_bench.json of the same scenes (a bench run in parts)")
     parser.add_argument("--snapshot-check", type=int, nargs="*",
-                        help="instead: classical MUSIC and MUSIC + ML (peaks) with these snapshot counts L on the same sources")
+                        help="instead: classical MUSIC and MUSIC + ML (no grid) with these snapshot counts L on the same sources")
     parser.add_argument("--out", default=str(DOCS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -193,15 +194,15 @@ def snapshot_check(args, out: Path, started: float) -> None:
             batch = SimulatedScenes(config, args.seed, "bench", args.scenes, snr_db=snr).__getitems__(range(args.scenes))
             module = RISLocalizer(net=None, **(classical.hparams | {"snapshots": snapshots})).eval().to(args.device)
             row = {"snr_db": snr, "snapshots": snapshots, "classical MUSIC": evaluate(module, batch, False)["true K"],
-                   "MUSIC + ML (peaks)": evaluate(with_ml(module, False).to(args.device), batch, True)["true K"], "CRB": crb_entry(batch, config)}
+                   "MUSIC + ML (no grid)": evaluate(with_ml(module, False).to(args.device), batch, True)["true K"], "CRB": crb_entry(batch, config)}
             rows.append(row)
             print(f"SNR {snr:+.0f} dB, L = {snapshots} done ({time.perf_counter() - started:.0f} s, load {os.getloadavg()[0]:.1f})",
                   file=sys.stderr, flush=True)
-    print("\n| SNR (dB) | L | MUSIC rmse / median (deg) | MUSIC outliers | MUSIC + ML (peaks) rmse / median (deg) | ML outliers | "
+    print("\n| SNR (dB) | L | MUSIC rmse / median (deg) | MUSIC outliers | MUSIC + ML (no grid) rmse / median (deg) | ML outliers | "
           "ML rmse / median (m) | CRB rmse (deg) / (m) |")
     print("|---" * 8 + "|")
     for row in rows:
-        music, ml, crb = row["classical MUSIC"], row["MUSIC + ML (peaks)"], row["CRB"]
+        music, ml, crb = row["classical MUSIC"], row["MUSIC + ML (no grid)"], row["CRB"]
         print(f"| {row['snr_db']:+.0f} | {row['snapshots']} | {music['rmse_deg']:.3g} / {music['median_deg']:.3g} | {music['outliers']:.2f} | "
               f"{ml['rmse_deg']:.3g} / {ml['median_deg']:.3g} | {ml['outliers']:.2f} | {ml['rmse_m']:.3g} / {ml['median_m']:.3g} | "
               f"{crb['rmse_deg']:.3g} / {crb['rmse_m']:.3g} |")

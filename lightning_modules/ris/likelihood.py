@@ -49,7 +49,6 @@ class LikelihoodRefiner:
                  power_steps: int = 3, max_step: torch.Tensor | None = None, chunk: int = 4096):
         self.steer, self.iterations, self.power_steps, self.chunk = steer, iterations, power_steps, chunk
         self.lower, self.upper = lower.double(), upper.double()
-        self.trace = False
         # largest step per position parameter (default: a tenth of the box); log powers: 2
         self.max_step = max_step.double() if max_step is not None else (self.upper - self.lower) / 10
 
@@ -213,8 +212,6 @@ class LikelihoodRefiner:
             xi = torch.where(better[:, None], trial, xi)
             loglik = torch.where(better, trial_loglik, loglik)
             damping = torch.where(better, damping / 3, damping * 5).clamp(1e-8, 1e8)
-            if self.trace:
-                print(iteration, better.float().mean().item(), loglik[:3].tolist(), damping[:3].tolist())
         positions, powers, noise = unpack(xi)
         return Fit(positions, powers, noise, loglik, count)
 

@@ -75,7 +75,7 @@ class RISLocalizer(L.LightningModule):
         k_used = self.source_count(cov, out, batch, hp.k_from)
         k_counted = self.source_count(cov, out, batch, "head" if self.net is not None else "mdl")
         if hp.refine == "ml" or hp.k_from == "ml":
-            estimates, k_used = self.refine(batch, cov, k_used, {"ml": self.order_penalty(batch)} if hp.k_from == "ml" else None)
+            estimates, k_used = self.refine(batch, cov, out, k_used, {"ml": self.order_penalty(batch)} if hp.k_from == "ml" else None)
             if hp.k_from == "ml":
                 k_counted = k_used
         else:
@@ -87,13 +87,16 @@ class RISLocalizer(L.LightningModule):
         penalty = self.settings.ml.order_penalty
         return 1.5 * math.log(batch["y"].shape[-3] * batch["y"].shape[-2]) if penalty is None else penalty
 
-    def refine(self, batch: dict, cov: HybridCovariance, count: torch.Tensor, counts: dict | None = None):
-        """ML fits on the snapshots from a pool of 2 k_max MUSIC peaks of R_blend (their subspace
-        has `count` columns) plus, with ml.grid_step_deg, a coarse grid. `counts`: name -> count
+    def refine(self, batch: dict, cov: HybridCovariance, out: dict, count: torch.Tensor, counts: dict | None = None):
+        """ML fits on the snapshots from a pool: the net's k_max position proposals (if it has a
+        net), 2 k_max MUSIC peaks of R_blend (their subspace has `count` columns) and, with
+        ml.grid_step_deg, a coarse grid. `counts`: name -> count
         tensor or criterion penalty (default: fit `count` sources); returns (estimates, count), or
         a dict of them when `counts` is given."""
         hp = self.settings
         pool = self.music.estimate(cov.blend, count, 2 * hp.k_max)
+        if "positions" in out:  # a net's own proposals (its heat map's strongest cells) come first
+            pool = torch.cat([out["positions"].detach().to(pool), pool], 1)
         if hp.ml.grid_step_deg is not None:
             grid = likelihood_grid(self.music.grid, hp.ml.grid_step_deg, hp.ml.grid_inverse_range_points)
             pool = torch.cat([pool, grid.to(pool)[None].expand(len(pool), -1, -1)], 1)

@@ -34,10 +34,14 @@ def test_music_baseline_experiment_runs_without_training(tmp_path):
     assert not record["checkpoints"]
 
 
-@pytest.mark.parametrize("estimation", [["model.refine=ml"], ["model.k_from=ml"]])
+@pytest.mark.parametrize("estimation", [
+    ["experiment=ris_music_baseline", "model.refine=ml"],
+    ["experiment=ris_music_baseline", "model.k_from=ml"],
+    ["experiment=ris_hybrid", "model.k_from=ml", "model.ml.grid_step_deg=null", *TINY_NET],  # the net's proposals start it
+])
 def test_ml_refinement_and_likelihood_counting_run_through_the_cli(estimation, tmp_path):
     ml = ["model.ml.iterations=2", "model.ml.grid_step_deg=20", "model.ml.grid_inverse_range_points=3"]
-    value, record = run_in_process(["experiment=ris_music_baseline", "debug=fdr", *TINY, *ml, *estimation], tmp_path / "run")
+    value, record = run_in_process(["debug=fdr", *TINY, *ml, *estimation], tmp_path / "run")
     assert record["status"] == "completed" and 0 <= record["metrics"]["val/k_acc"] <= 1 and value >= 0
 
 
