@@ -5,6 +5,7 @@ and an SFT set made offline from the Python standard library's docstrings.
     to a JSON formatted ``str``.<|assistant_end|>
 
 Only the assistant's reply and its <|assistant_end|> are trained on (mask 1); the rest is context.
+An assistant turn may also be a list of parts with tool calls (tool_chat.py).
 
 The SFT set: each public function, class and method with a docstring in the stdlib's .py files
 (parsed with `ast`, nothing imported) gives a question about its dotted name, answered with the
@@ -49,9 +50,15 @@ def render_conversation(tokenizer: GPTTokenizer, messages: Sequence[Message]) ->
     for message in messages:
         if message["role"] == "user":
             add([tokenizer.id_of(USER_START), *tokenizer.encode(message["content"]), tokenizer.id_of(USER_END)], 0)
-        else:
+        elif isinstance(message["content"], str):
             add([tokenizer.id_of(ASSISTANT_START)], 0)
             add([*tokenizer.encode(message["content"]), tokenizer.id_of(ASSISTANT_END)], 1)
+        else:  # a list of text / python / output parts (tool_chat.py)
+            from datamodules.gpt.tool_chat import add_parts
+
+            add([tokenizer.id_of(ASSISTANT_START)], 0)
+            add_parts(tokenizer, message["content"], add)
+            add([tokenizer.id_of(ASSISTANT_END)], 1)
     return ids, mask
 
 

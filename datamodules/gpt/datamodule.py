@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.gpt.chat import ConversationSet, docstring_conversations, render_conversation
 from datamodules.gpt.corpus import Document, fingerprint, load_documents, split_documents
-from datamodules.gpt.tokenizer import SPLIT_PATTERN, GPTTokenizer, train_bpe
+from datamodules.gpt.tokenizer import SPLIT_PATTERN, TOKENIZER_VERSION, GPTTokenizer, train_bpe
 from datamodules.gpt.tokens import PackedSequences, cache_key, move_aside, token_dtype, token_files_problem, write_token_file
 from hylab.records import atomic_write_text
 from hylab.store import sha256_file
@@ -87,7 +87,7 @@ class TextDataModule(TokenDataModule):
 
     def cache_dir(self) -> Path:
         hp = self.hparams
-        key = cache_key(fingerprint(self.splits()[0]), hp.vocab_size, hp.tokenizer_train_bytes, SPLIT_PATTERN)
+        key = cache_key(fingerprint(self.splits()[0]), hp.vocab_size, hp.tokenizer_train_bytes, SPLIT_PATTERN, TOKENIZER_VERSION)
         return Path(hp.data_dir) / "gpt" / "cache" / key
 
     def tokenizer_training_texts(self):

@@ -1,7 +1,7 @@
 """Settings of the GPT DataModules (torch-free): the keys conf/data/gpt_*.yaml give them."""
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from hylab.settings import between, non_negative, positive
 
@@ -36,4 +36,29 @@ class ChatDataSettings(CorpusSettings):
     base: dict | None = None  # model.base: the run-store base model when tokenizer_from is null
 
 
-SCHEMAS = {"TextDataModule": TextDataSettings, "ChatDataModule": ChatDataSettings}
+@dataclass
+class ArithmeticProblemSettings:
+    tokenizer_from: str | None = None  # the checkpoint being trained (model.init_from)
+    base: Any = None  # the run-store base model when tokenizer_from is null (model.base)
+    num_train: int = field(default=20000, metadata=positive())
+    num_val: int = field(default=100, metadata=positive())
+    max_operand: int = field(default=99, metadata=positive())
+    sequence_len: int = field(default=128, metadata=positive())
+    batch_size: int = field(default=4, metadata=positive())
+    eval_batch_size: int | None = field(default=None, metadata=positive())
+    num_workers: int = field(default=0, metadata=non_negative())
+
+
+@dataclass
+class ArithmeticChatSettings(ArithmeticProblemSettings):
+    tool: bool = True  # answers call the Python tool; false: they answer directly
+    num_val: int = field(default=200, metadata=positive())
+    batch_size: int = field(default=32, metadata=positive())
+
+
+SCHEMAS = {
+    "TextDataModule": TextDataSettings,
+    "ChatDataModule": ChatDataSettings,
+    "ArithmeticChatDataModule": ArithmeticChatSettings,
+    "ArithmeticProblemDataModule": ArithmeticProblemSettings,
+}

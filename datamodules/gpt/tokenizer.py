@@ -3,7 +3,9 @@
 Pre-tokenization splits text with the GPT-4 (cl100k) regex, except that numbers are cut into
 groups of at most two digits (`\\p{N}{1,2}`, as nanochat does: a small vocabulary should not spend
 entries on three-digit numbers). Each piece is then mapped to bytes, so any string encodes and
-decodes losslessly. Five special tokens frame documents and chats.
+decodes losslessly. Five special tokens frame documents and chats; four more (tokenizer version 2)
+frame a Python tool call and its output. A version-1 tokenizer (five tokens) still loads: it has
+no tool tokens, and `has_tools` is False.
 
 `token_bytes[id]` is the number of UTF-8 bytes token `id` stands for (0 for special tokens); the
 bytes of a token sequence are the sum over its tokens, which is what bits-per-byte divides by.
@@ -31,8 +33,13 @@ BOS = "<|bos|>"
 USER_START, USER_END = "<|user_start|>", "<|user_end|>"
 ASSISTANT_START, ASSISTANT_END = "<|assistant_start|>", "<|assistant_end|>"
 SPECIAL_TOKENS = [BOS, USER_START, USER_END, ASSISTANT_START, ASSISTANT_END]
+# Version 2 appends the tool tokens (ids 5-8 of a newly trained tokenizer); older tokenizers lack them.
+PYTHON_START, PYTHON_END = "<|python_start|>", "<|python_end|>"
+OUTPUT_START, OUTPUT_END = "<|output_start|>", "<|output_end|>"
+TOOL_TOKENS = [PYTHON_START, PYTHON_END, OUTPUT_START, OUTPUT_END]
+TOKENIZER_VERSION = 2
 # 256 single bytes + the special tokens: the smallest vocabulary that can encode everything.
-MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS) + len(TOOL_TOKENS)
 
 
 def byte_to_unicode() -> dict[int, str]:
@@ -71,7 +78,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
         show_progress=False,
         min_frequency=0,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + TOOL_TOKENS,
     )
     tokenizer.train_from_iterator(texts, trainer)
     return tokenizer
@@ -127,7 +134,13 @@ class GPTTokenizer:
 
     @cached_property
     def special_ids(self) -> set[int]:
-        return {self.id_of(token) for token in SPECIAL_TOKENS}
+        """The ids of every special token this tokenizer has (chat, and tool when version 2)."""
+        return {self.id_of(token) for token in SPECIAL_TOKENS + TOOL_TOKENS if self.id_of(token) is not None}
+
+    @cached_property
+    def has_tools(self) -> bool:
+        """Version 2: the tool-call tokens exist (a model trained with them can call Python)."""
+        return all(self.id_of(token) is not None for token in TOOL_TOKENS)
 
     def encode(self, text: str) -> list[int]:
         """Plain text to ids; special-token strings inside the text are encoded as ordinary text."""

@@ -4,12 +4,21 @@ to sharded files.
 On the fly, a split holds no data: scene i is simulated when asked, from (data.seed, split, i),
 so the same config always gives the same scenes whatever the batch size, shuffling or worker
 count. With `cache_dir`, each split is written once as shards of `shard_size` scenes plus a
-manifest; later runs read them, and a missing or damaged shard is an error that says what to do.
+manifest (with each shard's size and SHA-256); later runs read them. Several runs may share one
+cache: each shard is written under its own file lock, to a temporary file renamed into place,
+and a shard found missing, truncated or altered on reading is moved aside (never deleted) and
+simulated again, with a warning in the log.
 """
 
 import contextlib
 import dataclasses
+import hashlib
 import json
+import logging
+import os
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -24,6 +33,7 @@ from hylab.records import atomic_write_text
 from hylab.settings import parse_settings
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -63,26 +73,75 @@ class SimulatedScenes(Dataset):
         return {"config": self.config.as_dict(), "seed": self.seed, "split": self.split, "size": self.size, "snr_db": self.snr_db}
 
 
+def shard_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def readable_shard(path: Path, count: int) -> bool:
+    try:
+        scenes = torch.load(path, weights_only=True)
+    except Exception:
+        return False
+    return isinstance(scenes, dict) and len(scenes.get("k", ())) == count
+
+
+def move_aside(path: Path, reason: str) -> Path:
+    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}")
+    os.replace(path, aside)
+    log.warning("scene shard %s %s: moved aside to %s and simulated again", path, reason, aside.name)
+    return aside
+
+
+def build_shard(source: SimulatedScenes, folder: Path, number: int, shard_size: int, expected: str | None = None) -> dict:
+    """Make folder/shard_XXXXX.pt hold scenes [number * shard_size, ...) of the split, under the
+    shard's file lock: a shard already there is kept if its SHA-256 is `expected` (or, with none
+    expected, if it loads and holds the right count), else moved aside; a new one is written to a
+    temporary file and renamed, so no reader sees half a shard. Returns its manifest entry."""
+    from filelock import FileLock
+
+    path = folder / f"shard_{number:05d}.pt"
+    start = number * shard_size
+    count = min(start + shard_size, len(source)) - start
+    (folder / "locks").mkdir(parents=True, exist_ok=True)
+    with FileLock(folder / "locks" / f"{path.name}.lock"):
+        digest = shard_digest(path) if path.is_file() else None
+        fine = digest is not None and (digest == expected if expected is not None else readable_shard(path, count))
+        if not fine:
+            if digest is not None:
+                move_aside(path, "is truncated or damaged" if expected is None else "does not match its checksum")
+            elif expected is not None:
+                log.warning("scene shard %s is missing: simulating it again", path)
+            scenes = source.scenes(range(start, start + count))
+            temporary = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+            try:
+                with temporary as stream:
+                    torch.save(scenes, stream)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                os.replace(temporary.name, path)
+            finally:
+                Path(temporary.name).unlink(missing_ok=True)  # gone after the rename; left only on failure
+            digest = shard_digest(path)
+    return {"file": path.name, "count": count, "bytes": path.stat().st_size, "sha256": digest}
+
+
 def write_shards(source: SimulatedScenes, folder: Path, shard_size: int) -> None:
-    """Simulate a split into folder/shard_XXXXX.pt files; the manifest is written last, so a
-    half-written cache has none and is rebuilt next time."""
+    """Simulate a split into folder/shard_XXXXX.pt files (shards another process already wrote
+    are kept); the manifest is written last, atomically, so a half-built cache has none."""
     folder.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for number, start in enumerate(range(0, len(source), shard_size)):
-        path = folder / f"shard_{number:05d}.pt"
-        scenes = source.scenes(range(start, min(start + shard_size, len(source))))
-        torch.save(scenes, path)
-        shards.append({"file": path.name, "count": len(scenes["k"]), "bytes": path.stat().st_size})
+    shards = [build_shard(source, folder, number, shard_size) for number in range((len(source) + shard_size - 1) // shard_size)]
     atomic_write_text(folder / MANIFEST, json.dumps({**source.identity(), "shards": shards}, indent=1))
 
 
 class ShardedScenes(Dataset):
     """A split read from shards written by `write_shards`; keeps the last two shards in memory
-    (with `ShardBlockSampler` each shard is read once per epoch)."""
+    (with `ShardBlockSampler` each shard is read once per epoch). A shard whose size or SHA-256
+    differs from the manifest's is rebuilt from `source`, the simulator of the same split."""
 
-    def __init__(self, folder: Path, expected: dict, geometry: RISGeometry):
-        self.folder, self.geometry = Path(folder), geometry
+    def __init__(self, folder: Path, source: SimulatedScenes, geometry: RISGeometry):
+        self.folder, self.source, self.geometry = Path(folder), source, geometry
         manifest = json.loads((self.folder / MANIFEST).read_text())
+        expected = source.identity()
         identity = {key: manifest.get(key) for key in expected}
         if json.loads(json.dumps(expected)) != identity:
             raise UserError(f"the scene cache {self.folder} was built for another simulator config or seed: "
@@ -99,18 +158,12 @@ class ShardedScenes(Dataset):
         if number not in self.loaded:
             entry = self.shards[number]
             path = self.folder / entry["file"]
-            fix = f"delete {self.folder} to rebuild the cache, or set data.cache_dir=null to simulate on the fly"
-            if not path.is_file():
-                raise UserError(f"scene shard {path} is missing: {fix}")
-            if path.stat().st_size != entry["bytes"]:
-                raise UserError(f"scene shard {path} is truncated or was overwritten ({path.stat().st_size} bytes, "
-                                f"the manifest says {entry['bytes']}): {fix}")
-            try:
-                scenes = torch.load(path, weights_only=True)
-            except Exception as err:
-                raise UserError(f"scene shard {path} cannot be read ({type(err).__name__}): {fix}") from None
-            if not isinstance(scenes, dict) or len(scenes.get("k", ())) != entry["count"]:
-                raise UserError(f"scene shard {path} does not hold the {entry['count']} scenes the manifest lists: {fix}")
+            intact = path.is_file() and path.stat().st_size == entry["bytes"] and shard_digest(path) == entry["sha256"]
+            if not intact:
+                rebuilt = build_shard(self.source, self.folder, number, self.shard_size, expected=entry["sha256"])
+                if rebuilt["sha256"] != entry["sha256"]:
+                    log.warning("scene shard %s was simulated again with another checksum (another torch version?)", path)
+            scenes = torch.load(path, weights_only=True)
             if len(self.loaded) >= 2:
                 self.loaded.pop(next(iter(self.loaded)))
             self.loaded[number] = scenes
@@ -184,7 +237,7 @@ class RISDataModule(SplitDataModule):
                 folder = Path(self.settings.cache_dir) / split
                 if not (folder / MANIFEST).is_file():
                     raise UserError(f"no scene cache at {folder} (no {MANIFEST}): run prepare_data first or set data.cache_dir=null")
-                self.datasets[split] = ShardedScenes(folder, source.identity(), self.scene_config.geometry)
+                self.datasets[split] = ShardedScenes(folder, source, self.scene_config.geometry)
             else:
                 self.datasets[split] = source
 

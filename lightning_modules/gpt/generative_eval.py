@@ -1,5 +1,5 @@
 """Generative benchmarks: GSM8K (exact match of the final number) and HumanEval (pass@1 of the
-greedy completion, run against the problem's tests in a child process with limits, code_exec.py).
+greedy completion, run against the problem's tests in the tool sandbox, sandbox.py).
 
 Both decode greedily with the KV cache until a stop string, within the model's trained context
 (the prompt loses tokens from the left, after <|bos|>, to leave room for the answer).
@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 
 from datamodules.gpt.benchmarks import Item
-from lightning_modules.gpt.code_exec import run_python
+from lightning_modules.gpt.sandbox import run_python
 from lightning_modules.gpt.engine import generate
 
 GSM8K_STOPS = ("\n\n", "Question:")
@@ -79,8 +79,8 @@ def evaluate_humaneval(net, tokenizer, items: Sequence[Item], max_new_tokens: in
     passed = 0
     for item in items:
         completion = complete(net, tokenizer, item.contexts[0], max_new_tokens, HUMANEVAL_STOPS)
-        outcome = run_python(humaneval_program(item, completion), wall_seconds=timeout_s, cpu_seconds=max(1, int(timeout_s)))
-        passed += outcome.passed
+        outcome = run_python(humaneval_program(item, completion), wall_s=timeout_s, cpu_s=max(1.0, timeout_s), memory_mb=1024)
+        passed += outcome.ok  # finished: the tests ran and exited 0
         if samples is not None and len(samples) < 3:
             samples.append({"task_id": item.extra["task_id"], "completion": completion, "status": outcome.status})
         if progress is not None:

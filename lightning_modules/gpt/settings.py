@@ -6,7 +6,7 @@ config, the yaml and the check before a run agree by construction.
 """
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from hylab.settings import between, non_negative, positive
 
@@ -155,7 +155,35 @@ class SpeedrunSettings:
     max_new_tokens: int = field(default=64, metadata=positive())
 
 
+@dataclass
+class GPTRLModelSettings(GPTModelSettings):
+    """GPTRLModel (lightning_modules/gpt/rl.py): the module's keys plus the sampling of answers."""
+
+    samples_per_problem: int = field(default=8, metadata=positive())
+    max_new_tokens: int = field(default=48, metadata=positive())
+    temperature: float = field(default=1.0, metadata=non_negative())
+    top_k: int | None = field(default=None, metadata=positive())
+    eval_samples: int = field(default=8, metadata=positive())
+    tool_wall_s: float = field(default=3.0, metadata=positive())
+
+
+@dataclass
+class ArithmeticEvalSettings:
+    """task=arithmetic_eval: held-out arithmetic problems, `samples` answers each."""
+
+    split: Literal["val", "test"] = "test"
+    problems: int = field(default=200, metadata=positive())
+    samples: int = field(default=8, metadata=positive())
+    temperature: float = field(default=1.0, metadata=non_negative())
+    top_k: int | None = field(default=None, metadata=positive())
+    max_new_tokens: int = field(default=48, metadata=positive())
+    tools: bool = True
+    max_operand: int = field(default=99, metadata=positive())
+    seed: int = 0
+
+
 SCHEMAS = {
+    "GPTRLModel": GPTRLModelSettings,
     "GPTLanguageModel": GPTModelSettings,
     "GPT": GPTNetSettings,
     "GPTConfig": GPTConfig,

@@ -130,6 +130,9 @@ def chat(cfg: DictConfig) -> TaskResult:
     out = sys.stdout
     out.write(f"Chatting with {cfg.ckpt_path} ({net.num_parameters() / 1e6:.1f}M parameters). "
               "Type a message and press Enter; /clear starts over, /exit or Ctrl-D quits.\n")
+    replier = stream_reply
+    if tokenizer.has_tools:  # a version-2 tokenizer: the model may call the Python tool
+        from lightning_modules.gpt.tools import stream_reply_with_tools as replier
     conversation, turns = [], 0
     while True:
         try:
@@ -151,7 +154,7 @@ def chat(cfg: DictConfig) -> TaskResult:
         out.write("gpt> ")
         out.flush()
         try:
-            reply = stream_reply(net, tokenizer, prompt, g, out)
+            reply = replier(net, tokenizer, prompt, g, out)
         except KeyboardInterrupt:
             reply = []
             out.write(" [interrupted]")

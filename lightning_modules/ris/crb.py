@@ -21,15 +21,19 @@ import torch
 Steering = Callable[[torch.Tensor], torch.Tensor]  # (K, P) real -> (N, K) complex
 
 
+def per_source_jacobian(steer: Callable[[torch.Tensor], torch.Tensor], params: torch.Tensor) -> torch.Tensor:
+    """d a_s / d theta_sp as (S, N, P) complex for params (S, P), where steer maps (S, P) to the
+    (S, N) steering vectors of S independent sources (forward-mode autodiff, one source at a time)."""
+    def one(single):
+        return torch.view_as_real(steer(single[None])[0])  # (N, 2)
+
+    jac = torch.func.vmap(torch.func.jacfwd(one))(params)  # (S, N, 2, P)
+    return torch.complex(jac[..., 0, :], jac[..., 1, :])
+
+
 def steering_jacobian(steering: Steering, params: torch.Tensor) -> torch.Tensor:
     """d a_k / d theta_kp as (N, K, P) complex for params (K, P)."""
-    def real_steering(flat):
-        return torch.view_as_real(steering(flat.reshape(params.shape)))
-
-    jac = torch.func.jacfwd(real_steering)(params.reshape(-1))  # (N, K, 2, K*P)
-    jac = torch.view_as_complex(jac.movedim(2, -1).contiguous())  # (N, K, K*P)
-    jac = jac.reshape(*jac.shape[:2], *params.shape)  # (N, K, K, P): source k depends on its own params only
-    return torch.diagonal(jac, dim1=1, dim2=2).permute(0, 2, 1)  # (N, K, P)
+    return per_source_jacobian(lambda p: steering(p).mT, params).permute(1, 0, 2)
 
 
 def covariance_derivatives(sensing, a, d, powers, power_model: str) -> torch.Tensor:

@@ -7,6 +7,7 @@ through `hybrid_covariance` and `localize`. Losses are in losses.py, MUSIC in mu
 """
 
 import dataclasses
+import math
 from functools import partial
 
 import lightning as L
@@ -19,6 +20,7 @@ from hylab.errors import UserError
 from hylab.settings import parse_settings
 from lightning_modules.optim import configure_optimizers
 from lightning_modules.ris.covariance import HybridCovariance, hybrid_covariance
+from lightning_modules.ris.likelihood import likelihood_grid, refine_scenes, ris_refiner
 from lightning_modules.ris.losses import count_loss, covariance_losses, heatmap_loss, present_mask
 from lightning_modules.ris.metrics import LocalizationScores, match_sources, truth_of
 from lightning_modules.ris.music import NearFieldMusic, SearchGrid, information_criteria
@@ -42,6 +44,7 @@ class RISLocalizer(L.LightningModule):
         self.geometry = RISGeometry.of(self.settings.geometry)
         music = self.settings.music
         self.music = NearFieldMusic(self.geometry, SearchGrid.of(music), newton_steps=music.newton_steps)
+        self.refiner = ris_refiner(self.geometry, self.music.grid.lower(), self.music.grid.upper(), self.settings.ml)
         self.register_buffer("element_positions", self.geometry.element_positions(torch.float32), persistent=False)
         self.scores = nn.ModuleDict({stage: LocalizationScores() for stage in ("val", "test")})
         self.val_rmse_best = MinMetric()
@@ -55,6 +58,8 @@ class RISLocalizer(L.LightningModule):
         return cov, out
 
     def source_count(self, cov: HybridCovariance, out: dict, batch: dict, source: str) -> torch.Tensor:
+        if source == "ml":  # the candidates' subspace: the count head's K, or k_max without a head
+            return out["count_logits"].argmax(-1) + 1 if "count_logits" in out else torch.full_like(batch["k"], self.settings.k_max)
         if source == "truth":
             return batch["k"]
         if source == "head":
@@ -63,12 +68,41 @@ class RISLocalizer(L.LightningModule):
         return information_criteria(eigvals, self.settings.snapshots, self.settings.k_max)[source]
 
     def localize(self, batch: dict) -> dict:
-        """Covariances, K and MUSIC estimates (B, K_MAX, 3) for one batch."""
+        """Covariances, K and estimates (B, K_MAX, 3) for one batch: MUSIC, then (refine=ml) the
+        maximum-likelihood fit on the snapshots; k_from=ml picks K by the criterion on those fits."""
+        hp = self.settings
         cov, out = self.covariances(batch)
-        k_used = self.source_count(cov, out, batch, self.settings.k_from)
+        k_used = self.source_count(cov, out, batch, hp.k_from)
         k_counted = self.source_count(cov, out, batch, "head" if self.net is not None else "mdl")
-        estimates = self.music.estimate(cov.blend, k_used, self.settings.k_max)
+        if hp.refine == "ml" or hp.k_from == "ml":
+            estimates, k_used = self.refine(batch, cov, out, k_used, {"ml": self.order_penalty(batch)} if hp.k_from == "ml" else None)
+            if hp.k_from == "ml":
+                k_counted = k_used
+        else:
+            estimates = self.music.estimate(cov.blend, k_used, hp.k_max)
         return {"covariance": cov, "net": out, "k_used": k_used, "k_counted": k_counted, "estimates": estimates}
+
+    def order_penalty(self, batch: dict) -> float:
+        """The information criterion's penalty per real parameter: order_penalty, or 1.5 log(L M)."""
+        penalty = self.settings.ml.order_penalty
+        return 1.5 * math.log(batch["y"].shape[-3] * batch["y"].shape[-2]) if penalty is None else penalty
+
+    def refine(self, batch: dict, cov: HybridCovariance, out: dict, count: torch.Tensor, counts: dict | None = None):
+        """ML fits on the snapshots from a pool: the net's k_max position proposals (if it has a
+        net), 2 k_max MUSIC peaks of R_blend (their subspace has `count` columns) and, with
+        ml.grid_step_deg, a coarse grid. `counts`: name -> count
+        tensor or criterion penalty (default: fit `count` sources); returns (estimates, count), or
+        a dict of them when `counts` is given."""
+        hp = self.settings
+        pool = self.music.estimate(cov.blend, count, 2 * hp.k_max)
+        if "positions" in out:  # a net's own proposals (its heat map's strongest cells) come first
+            pool = torch.cat([out["positions"].detach().to(pool), pool], 1)
+        if hp.ml.grid_step_deg is not None:
+            grid = likelihood_grid(self.music.grid, hp.ml.grid_step_deg, hp.ml.grid_inverse_range_points)
+            pool = torch.cat([pool, grid.to(pool)[None].expand(len(pool), -1, -1)], 1)
+        y, channel, codes = (as_complex(batch[key]) for key in ("y", "H", "C"))
+        results = refine_scenes(self.refiner, y, channel, codes, pool, hp.k_max, counts or {"given": count})
+        return results if counts is not None and len(counts) > 1 else next(iter(results.values()))
 
     def forward(self, batch: dict) -> dict:
         return self.localize(batch)

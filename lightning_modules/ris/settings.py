@@ -26,6 +26,19 @@ class MusicSettings(GridSettings):
 
 
 @dataclass(frozen=True)
+class LikelihoodSettings:
+    """The maximum-likelihood refinement (likelihood.py): Fisher-scoring iterations, how many of
+    them move powers and noise only, the order penalty per real parameter (null: 1.5 log(L M), chosen on validation scenes), and
+    the coarse grid added to the pool of starting points (grid_step_deg null: MUSIC's peaks only)."""
+
+    iterations: int = field(default=20, metadata=non_negative())
+    power_steps: int = field(default=3, metadata=non_negative())
+    order_penalty: float | None = field(default=None, metadata=non_negative())
+    grid_step_deg: float | None = field(default=6.0, metadata=positive())
+    grid_inverse_range_points: int = field(default=9, metadata=positive())
+
+
+@dataclass(frozen=True)
 class LossWeights:
     nmse: float = field(default=1.0, metadata=non_negative())
     subspace: float = field(default=1.0, metadata=non_negative())
@@ -37,7 +50,9 @@ class LossWeights:
 @dataclass(frozen=True)
 class RISLocalizerSettings:
     """beta: share of R_samp in the blend; ridge_k: alpha = ridge_k * tr(G^H G) / N of the
-    back-projection; loading: eps of R_blend (trace N); k_from: the K given to MUSIC."""
+    back-projection; loading: eps of R_blend (trace N); k_from: the K given to MUSIC (ml: chosen
+    by the information criterion on maximum-likelihood fits); refine: ml refines MUSIC's estimates
+    by maximum likelihood on the coded snapshots."""
 
     geometry: Geometry = field(default_factory=Geometry)
     k_max: int = field(default=5, metadata=positive())
@@ -48,7 +63,9 @@ class RISLocalizerSettings:
     head_lr_multiplier: float = field(default=4.0, metadata=positive())
     loss_weights: LossWeights = field(default_factory=LossWeights)
     music: MusicSettings = field(default_factory=MusicSettings)
-    k_from: Literal["truth", "head", "mdl", "aic"] = "truth"
+    k_from: Literal["truth", "head", "mdl", "aic", "ml"] = "truth"
+    refine: Literal["none", "ml"] = "none"
+    ml: LikelihoodSettings = field(default_factory=LikelihoodSettings)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from torch import nn
 
 from datamodules.gpt.benchmarks import INSTALL, Item, package_root
 from hylab.errors import UserError
-from lightning_modules.gpt.code_exec import run_python
+from lightning_modules.gpt.sandbox import run_python
 from lightning_modules.gpt.core_eval import MIN_CACHED_PREFIX, centred, crop, evaluate_items, render, score_rows
 from lightning_modules.gpt.nets import GPT, GPTConfig
 
@@ -101,11 +101,12 @@ def test_a_prompt_longer_than_the_context_keeps_bos_and_the_continuation():
 
 
 def test_code_runner_passes_fails_and_times_out():
-    assert run_python("assert sum([1, 2]) == 3\n").status == "passed"
+    passed = run_python("assert sum([1, 2]) == 3\n")
+    assert passed.ok
     failed = run_python("raise SystemExit('nope')\n")
-    assert failed.status == "failed" and "nope" in failed.output
-    assert run_python("while True:\n    pass\n", wall_seconds=2, cpu_seconds=1).status in ("timeout", "failed")
-    assert run_python("x = bytearray(2 * 1024**3)\n", memory_mb=256).status == "failed"
+    assert failed.status == "crash" and "nope" in failed.stderr
+    assert run_python("while True:\n    pass\n", wall_s=2, cpu_s=1).status == "timeout"
+    assert run_python("x = bytearray(2 * 1024**3)\n", memory_mb=256).status == "memory"
 
 
 def test_missing_benchmark_data_is_one_line_naming_the_install_command(monkeypatch):

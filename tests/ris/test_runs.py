@@ -34,6 +34,17 @@ def test_music_baseline_experiment_runs_without_training(tmp_path):
     assert not record["checkpoints"]
 
 
+@pytest.mark.parametrize("estimation", [
+    ["experiment=ris_music_baseline", "model.refine=ml"],
+    ["experiment=ris_music_baseline", "model.k_from=ml"],
+    ["experiment=ris_hybrid", "model.k_from=ml", "model.ml.grid_step_deg=null", *TINY_NET],  # the net's proposals start it
+])
+def test_ml_refinement_and_likelihood_counting_run_through_the_cli(estimation, tmp_path):
+    ml = ["model.ml.iterations=2", "model.ml.grid_step_deg=20", "model.ml.grid_inverse_range_points=3"]
+    value, record = run_in_process(["debug=fdr", *TINY, *ml, *estimation], tmp_path / "run")
+    assert record["status"] == "completed" and 0 <= record["metrics"]["val/k_acc"] <= 1 and value >= 0
+
+
 def test_classical_task_refuses_a_model_with_a_learned_part(tmp_path):
     with pytest.raises(UserError, match="no learned part"):
         run_in_process(["experiment=ris_hybrid", "task=ris_classical", *TINY, *TINY_NET], tmp_path / "run")
@@ -63,7 +74,7 @@ def test_cached_shards_hold_the_same_scenes_as_the_simulator(tmp_path):
     live = RISDataModule(n_train=12, n_val=4, n_test=4, batch_size=5)
     live.setup()
     assert sorted(p.name for p in (tmp_path / "cache" / "train").iterdir()) == [
-        "manifest.json", "shard_00000.pt", "shard_00001.pt", "shard_00002.pt"]
+        "locks", "manifest.json", "shard_00000.pt", "shard_00001.pt", "shard_00002.pt"]
     indices = [11, 0, 6, 3]
     from_disk, simulated = cached.datasets["train"].__getitems__(indices), live.datasets["train"].__getitems__(indices)
     assert all(torch.equal(from_disk[key], simulated[key]) for key in simulated)
@@ -73,31 +84,58 @@ def test_cached_shards_hold_the_same_scenes_as_the_simulator(tmp_path):
     assert sum(a != b for a, b in zip(shards, shards[1:])) == 2  # ... read shard by shard
 
 
-def test_missing_truncated_or_foreign_shards_are_user_errors(tmp_path):
+def test_missing_truncated_or_altered_shards_are_moved_aside_and_rebuilt(tmp_path, caplog):
     cache = tmp_path / "cache"
-    module = cached_module(cache)
-    module.prepare_data()
+    cached_module(cache).prepare_data()
     shard = cache / "train" / "shard_00001.pt"
     data = shard.read_bytes()
-    shard.unlink()
-    fresh = cached_module(cache)
-    fresh.setup()
-    with pytest.raises(UserError, match=r"shard_00001.pt is missing: delete .* to rebuild"):
-        fresh.datasets["train"].__getitems__([5])
-    shard.write_bytes(data[: len(data) // 2])
-    truncated = cached_module(cache)
-    truncated.setup()
-    with pytest.raises(UserError, match="truncated"):
-        truncated.datasets["train"].__getitems__([5])
-    shard.write_bytes(b"x" * len(data))
-    corrupt = cached_module(cache)
-    corrupt.setup()
-    with pytest.raises(UserError, match="cannot be read"):
-        corrupt.datasets["train"].__getitems__([5])
+    live = RISDataModule(n_train=12, n_val=4, n_test=4, batch_size=5)
+    live.setup()
+    expected = live.datasets["train"].__getitems__([5, 9])
+    for damage in (lambda: shard.write_bytes(data[: len(data) // 2]), lambda: shard.write_bytes(b"x" * len(data)), shard.unlink):
+        damage()
+        module = cached_module(cache)
+        module.setup()
+        with caplog.at_level("WARNING", logger="datamodules.ris.datamodule"):
+            got = module.datasets["train"].__getitems__([5, 9])
+        assert all(torch.equal(got[key], expected[key]) for key in expected)
+        assert shard.read_bytes() == data  # the same bytes as the first build
+    assert "truncated or damaged" not in caplog.text  # a reader knows the checksum ...
+    assert caplog.text.count("does not match its checksum") == 2 and "is missing" in caplog.text
+    assert len(list(shard.parent.glob("shard_00001.pt.bad-*"))) == 2  # ... and never deletes a shard
     with pytest.raises(UserError, match="another simulator config"):
         cached_module(cache, snapshots=8).setup()
     with pytest.raises(UserError, match="no scene cache"):
         cached_module(tmp_path / "empty").setup()
+
+
+def fill_cache(cache_dir: str, barrier) -> None:
+    barrier.wait()
+    cached_module(Path(cache_dir)).prepare_data()
+
+
+def test_two_processes_filling_one_cache_end_with_identical_valid_shards(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    workers = [context.Process(target=fill_cache, args=(str(tmp_path / "cache"), barrier)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    alone = tmp_path / "alone"
+    cached_module(alone).prepare_data()
+    for split in ("train", "val", "test"):
+        shared, single = tmp_path / "cache" / split, alone / split
+        names = sorted(p.name for p in shared.glob("shard_*"))
+        assert names == sorted(p.name for p in single.glob("shard_*"))  # no temporary or moved-aside files
+        assert all((shared / name).read_bytes() == (single / name).read_bytes() for name in names)
+        assert (shared / "manifest.json").read_text() == (single / "manifest.json").read_text()
+    module = cached_module(tmp_path / "cache")
+    module.setup()
+    assert len(module.datasets["train"].__getitems__(range(12))["k"]) == 12
 
 
 def test_optuna_search_minimizes_the_angle_rmse_on_a_subset_without_averaging(tmp_path):

@@ -27,6 +27,8 @@ def test_every_ris_experiment_passes_its_schemas(experiment, tmp_path):
     ("model.k_from=guess", "model.k_from='guess' is not allowed"),
     ("model.loss_weights.count=-1", "model.loss_weights.count=-1.0 is out of range"),
     ("model.music.newton_steps=-2", "model.music.newton_steps=-2 is out of range"),
+    ("model.refine=newton", "model.refine='newton' is not allowed"),
+    ("model.ml.grid_step_deg=0", "model.ml.grid_step_deg=0.0 is out of range"),
     ("model.net.channels=0", "model.net.channels=0 is out of range"),
     ("+model.net.width=3", "model.net.width is not a setting of model.net"),
     ("data.n_train=-4", "data.n_train=-4 is out of range"),
