@@ -1,0 +1,205 @@
+"""Measurements of the hybrid family on trained checkpoints and side-by-side timings.
+
+    python -m bench.hybrid throughput                  # params + train images/s of the ablation nets (one process)
+    python -m bench.hybrid tome --ckpt <vit-only run>.ckpt [--r 0 1 2 4 8]
+    python -m bench.hybrid uncertainty --ckpt <edl>.ckpt --baseline <ce>.ckpt   # misclassification + OOD AUROC
+    python -m bench.hybrid knn --ckpt <adaface>.ckpt --ckpt <ce>.ckpt           # embedding kNN accuracy
+    python -m bench.hybrid sam                         # SAM / AdamW train-step rate ratio (one process)
+
+The data comes from each checkpoint's embedded config (the same splits and normalization);
+OOD images (Fashion-MNIST for an MNIST model, MNIST-5k for a Fashion-MNIST one) are normalized
+with the in-distribution statistics. Prints markdown rows.
+"""
+
+import argparse
+import copy
+import time
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from hylab.checkpoints import load_net_and_config
+from lightning_modules.hybrid import losses
+from lightning_modules.hybrid.metrics import knn_accuracy, max_softmax_uncertainty, misclassification_auroc, ood_auroc
+from lightning_modules.hybrid.nets.backbone import hybrid_net, parameter_counts
+
+TINY = dict(num_classes=10, in_chans=1, fusion_dim=128,
+            cnn=dict(name="convnextv2_atto", drop_path_rate=0.0, kwargs=dict(patch_size=1, depths=[1, 1, 1, 1], dims=[16, 32, 64, 128])),
+            vit=dict(name="vit_tiny_patch16_224", drop_path_rate=0.2,
+                     kwargs=dict(img_size=28, patch_size=4, embed_dim=64, depth=4, num_heads=2, mlp_ratio=2.0)))
+
+
+def datamodule(config: dict, source: str | None = None):
+    from hydra.utils import instantiate
+
+    data = dict(config["data"])
+    if source:
+        data.update(source=source, test_fraction=0.2 if source in ("mnist5k", "digits") else None)
+    dm = instantiate(data, _convert_="all")
+    dm.setup("test")
+    return dm
+
+
+def batches(dm, split: str, limit: int | None = None, mean=None, std=None):
+    images, labels = dm.datasets[split].images, dm.datasets[split].labels
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    x = images.float() / 255.0
+    m = (dm.mean if mean is None else mean)[None, :, None, None]
+    s = (dm.std if std is None else std)[None, :, None, None]
+    return (x - m) / s, labels
+
+
+@torch.no_grad()
+def outputs(net, x, chunk: int = 500):
+    net.eval()
+    feats = [net.features(x[i:i + chunk]) for i in range(0, len(x), chunk)]
+    z = torch.cat(feats)
+    return z, net.head(z)
+
+
+def rate(fn, repeats: int) -> float:
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return repeats / (time.perf_counter() - started)
+
+
+def throughput(args):
+    torch.manual_seed(0)
+    x, y = torch.randn(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
+    configs = {"cnn": dict(mode="cnn"), "vit": dict(mode="vit"), "concat": dict(mode="concat"), "gated": dict(mode="gated"),
+               "gated+cbam": dict(mode="gated", cbam=True), "gated+tokenlearner8": dict(mode="gated", token_learner=dict(tokens=8)),
+               "gated+cbam+tokenlearner8": dict(mode="gated", cbam=True, token_learner=dict(tokens=8))}
+    nets = {name: hybrid_net(**TINY, **cfg) for name, cfg in configs.items()}
+    steps = {}
+    for name, net in nets.items():
+        opt = torch.optim.AdamW(net.parameters(), 1e-3)
+
+        def step(net=net, opt=opt):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        step()
+        steps[name] = step
+    results = {name: [] for name in nets}
+    for _ in range(args.rounds):  # interleaved rounds: load changes hit every config alike
+        for name, step in steps.items():
+            results[name].append(rate(step, args.repeats) * args.batch)
+    base = sorted(results["gated"])[len(results["gated"]) // 2]
+    print("| net | params | train images/s (median) | vs gated |\n|---|---|---|---|")
+    for name, values in results.items():
+        median = sorted(values)[len(values) // 2]
+        print(f"| {name} | {parameter_counts(nets[name])[1] / 1e3:.0f} k | {median:.0f} | {median / base:.2f} |")
+
+
+def tome(args):
+    net, config = load_net_and_config(args.ckpt)
+    dm = datamodule(config)
+    x, y = batches(dm, "test", args.limit)
+    stream = net.backbone.vit
+    print(f"| r | proportional | tokens left | test acc | inference images/s | speed-up |\n|---|---|---|---|---|---|")
+    plain_rate = None
+    for proportional in (True, False):
+        for r in args.r:
+            if r == 0 and not proportional:
+                continue
+            stream.tome_r, stream.tome_proportional = r, proportional
+            _, logits = outputs(net, x)
+            acc = (logits.argmax(-1) == y).float().mean().item()
+            with torch.no_grad():
+                speed = max(rate(lambda: net(x[: args.batch]), args.repeats) for _ in range(args.rounds)) * args.batch
+            plain_rate = plain_rate or speed
+            left = int(stream.last_sizes.shape[1]) if r else 1 + stream.vit.patch_embed.num_patches
+            print(f"| {r} | {proportional} | {left} | {acc:.4f} | {speed:.0f} | {speed / plain_rate:.2f} |")
+
+
+def uncertainty(args):
+    print("| model | test acc | misclassification AUROC | OOD AUROC | score |\n|---|---|---|---|---|")
+    for path in [args.ckpt, args.baseline]:
+        if not path:
+            continue
+        net, config = load_net_and_config(path)
+        dm = datamodule(config)
+        x, y = batches(dm, "test", args.limit)
+        out_source = "fashion_mnist" if config["data"]["source"] != "fashion_mnist" else "mnist5k"
+        ood = datamodule(config, out_source)
+        xo, _ = batches(ood, "test", args.limit, dm.mean, dm.std)
+        _, logits = outputs(net, x)
+        _, logits_out = outputs(net, xo)
+        edl = config["model"]["loss"]["name"] == "edl"
+        if edl:
+            kind = config["model"]["loss"]["edl"]["evidence"]
+            score, score_out = losses.dirichlet(logits, kind)[2], losses.dirichlet(logits_out, kind)[2]
+        else:
+            score, score_out = max_softmax_uncertainty(logits), max_softmax_uncertainty(logits_out)
+        pred = logits.argmax(-1)
+        print(f"| {config['model']['loss']['name']} | {(pred == y).float().mean():.4f} | {misclassification_auroc(score, pred, y):.4f} | "
+              f"{ood_auroc(score, score_out):.4f} ({config['data']['source']} vs {out_source}) | {'u = K/S' if edl else '1 - max softmax'} |")
+
+
+def knn(args):
+    print("| model | test acc (head) | kNN acc (k=20, cosine) |\n|---|---|---|")
+    for path in args.ckpt:
+        net, config = load_net_and_config(path)
+        dm = datamodule(config)
+        xt, yt = batches(dm, "train")
+        x, y = batches(dm, "test", args.limit)
+        zt, _ = outputs(net, xt)
+        z, logits = outputs(net, x)
+        print(f"| {config['model']['loss']['name']} | {(logits.argmax(-1) == y).float().mean():.4f} | {knn_accuracy(zt, yt, z, y, k=20):.4f} |")
+
+
+def sam(args):
+    from lightning_modules.hybrid.optimizers import SAM
+
+    torch.manual_seed(0)
+    x, y = torch.randn(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
+    net = hybrid_net(**TINY, mode="gated")
+    other = copy.deepcopy(net)
+    adamw = torch.optim.AdamW(net.parameters(), 1e-3)
+    sam_opt = torch.optim.AdamW(other.parameters(), 1e-3)
+    perturb = SAM(other.parameters(), 0.05)
+
+    def plain():
+        adamw.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        adamw.step()
+
+    def with_sam():
+        sam_opt.zero_grad()
+        F.cross_entropy(other(x), y).backward()
+        perturb.ascend()
+        sam_opt.zero_grad()
+        F.cross_entropy(other(x), y).backward()
+        perturb.restore()
+        sam_opt.step()
+    plain(), with_sam()
+    a, b = [], []
+    for _ in range(args.rounds):
+        a.append(rate(plain, args.repeats))
+        b.append(rate(with_sam, args.repeats))
+    ma, mb = sorted(a)[len(a) // 2], sorted(b)[len(b) // 2]
+    print(f"| optimizer | steps/s (median) | ratio |\n|---|---|---|\n| AdamW | {ma:.2f} | 1.00 |\n| SAM(AdamW) | {mb:.2f} | {mb / ma:.2f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["throughput", "tome", "uncertainty", "knn", "sam"])
+    parser.add_argument("--ckpt", action="append")
+    parser.add_argument("--baseline")
+    parser.add_argument("--r", type=int, nargs="+", default=[0, 1, 2, 4, 8])
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if args.what in ("tome", "uncertainty"):
+        args.ckpt = args.ckpt[0] if args.ckpt else None
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    {"throughput": throughput, "tome": tome, "uncertainty": uncertainty, "knn": knn, "sam": sam}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Plain nn.Modules of the hybrid family (no Lightning): backbone, streams and levers."""
