@@ -53,7 +53,10 @@ def normalize_group_overrides(argv: list[str], conf_dir: Path) -> list[str]:
 
 def check_group_choices(argv: list[str], conf_dir: Path) -> None:
     """`group=option` where conf/<group>/ has no <option>.yaml: one line that lists the options
-    (Hydra's own message is a screen with the config search path)."""
+    (Hydra's own message is a screen with the config search path). A command that adds config
+    folders (hydra.searchpath, --config-dir) is left to Hydra: its options are not all in conf/."""
+    if any(arg.startswith(("hydra.searchpath", "--config-dir", "-cd")) for arg in argv[1:]):
+        return
     for arg in argv[1:]:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+")

@@ -222,12 +222,20 @@ def test_a_search_prints_no_deprecation_and_writes_the_best_overrides(tmp_path):
 
 
 @pytest.mark.slow
+def trial_completed(trial_dir) -> bool:
+    """A run writes its record when it starts (status running) and again when it ends."""
+    try:
+        return json.loads((trial_dir / "metrics.json").read_text())["status"] == "completed"
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def test_killed_sweep_resumes_without_training_twice(tmp_path):
     sweep_dir = tmp_path / "debug" / "optuna" / "debug_search"
     command = sweep_command(tmp_path, "hydra.sweeper.n_trials=3")
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while not (sweep_dir / "trial_0" / "metrics.json").is_file() and time.time() < deadline:
+    while not trial_completed(sweep_dir / "trial_0") and time.time() < deadline:
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)  # mid-way: trial 0 done, trial 1 starting
     first.wait()
