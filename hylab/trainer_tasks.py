@@ -48,7 +48,7 @@ def built(cfg: DictConfig):
     log.info(f"model: {cfg.model._target_}")
     model = build(cfg.model)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = instantiate_group(cfg.get("callbacks")) + framework_callbacks(cfg)
+    callbacks = instantiate_group(cfg.get("callbacks")) + framework_callbacks(cfg, resolved)
     loggers = instantiate_group(cfg.get("logger"))
     # checkpoints written atomically, unless the config brings its own checkpoint plugins
     plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
@@ -67,13 +67,12 @@ def built(cfg: DictConfig):
             sys.modules["wandb"].finish()
 
 
-def framework_callbacks(cfg: DictConfig) -> list[L.Callback]:
+def framework_callbacks(cfg: DictConfig, resolved: dict) -> list[L.Callback]:
     """What every Trainer run gets: its config and provenance in each checkpoint, a checkpoint
     when a signal stops it, and epochs seeded by (seed, epoch) so a resumed run repeats them."""
     from hylab.provenance import provenance
 
     output_dir = Path(cfg.paths.output_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     added = [EmbedRunConfig(resolved, str(output_dir), provenance()), SaveOnPreemption(str(output_dir / "checkpoints"))]
     if cfg.get("seed") is not None:
         added.append(EpochSeed(cfg.seed))
