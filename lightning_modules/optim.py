@@ -34,6 +34,13 @@ def cosine_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: 
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def linear_decay_factor(step: int, total_steps: int, warmup_steps: int, final_lr_ratio: float) -> float:
+    """1 at the end of warm-up, falling linearly to final_lr_ratio at the last step."""
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, progress))
+    return 1.0 + (final_lr_ratio - 1.0) * progress
+
+
 def triangle_factor(step: int, half_cycle_steps: int, base_lr_ratio: float) -> float:
     """base at t = 0, peak 1.0 at t = half cycle, base again at a full cycle."""
     phase = (step / max(1, half_cycle_steps)) % 2.0
@@ -56,6 +63,13 @@ def constant(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: f
 def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0, min_lr_ratio: float = 0.0):
     warmup = round(warmup_epochs * steps_per_epoch)
     return _lambda_schedule(optimizer, warmup, lambda t: cosine_factor(t, total_steps, warmup, min_lr_ratio))
+
+
+def one_cycle(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0, final_lr_ratio: float = 0.0):
+    """Linear warm-up to the lr, then linear decay to final_lr_ratio * lr (the one-cycle shape of
+    the speed-run recipes; Smith & Topin 2017)."""
+    warmup = round(warmup_epochs * steps_per_epoch)
+    return _lambda_schedule(optimizer, warmup, lambda t: linear_decay_factor(t, total_steps, warmup, final_lr_ratio))
 
 
 def step(optimizer, total_steps: int, steps_per_epoch: int, step_epochs: int = 10, gamma: float = 0.1, warmup_epochs: float = 0):

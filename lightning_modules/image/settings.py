@@ -74,10 +74,26 @@ class DeiTSettings:
             raise ValueError(f"img_size={self.img_size} is not a multiple of patch_size={self.patch_size}")
 
 
+@dataclass
+class SpeedNetSettings:
+    in_chans: int = field(default=1, metadata=between(1, None))
+    num_classes: int = field(default=10, metadata=between(2, None))
+    widths: list[int] = field(default_factory=lambda: [24, 32, 64, 128])
+    act: Literal["gelu", "relu", "silu"] = "gelu"
+    logit_scale: float = field(default=1.0, metadata=positive())
+    tta_flip: bool = False
+    channels_last: bool = True
+
+    def __post_init__(self):
+        if len(self.widths) < 2 or min(self.widths) < 1:
+            raise ValueError(f"widths={self.widths}: give the stem width and at least one block width, all >= 1")
+
+
 # timm_classifier passes any further keyword to timm.create_model: it has no closed schema.
 SCHEMAS = {
     "DeiTClassifier": DeiTClassifierSettings,
     "seresnet_mnist": SEResNetSettings,
     "seresnet_cifar": SEResNetSettings,
     "deit": DeiTSettings,
+    "SpeedNet": SpeedNetSettings,
 }

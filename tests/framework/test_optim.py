@@ -37,6 +37,9 @@ def test_lambda_schedules_follow_their_formulas():
     assert cos[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 15 / 16)))
     step = _lrs(partial(optim.step, total_steps=30, steps_per_epoch=5, step_epochs=2, gamma=0.5), 30)
     assert step[9] == 1.0 and step[10] == 0.5 and step[20] == 0.25
+    one = _lrs(partial(optim.one_cycle, total_steps=20, steps_per_epoch=4, warmup_epochs=1, final_lr_ratio=0.2), 20)
+    assert one[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert one[12] == pytest.approx(1.0 - 0.8 * 8 / 16) and one[-1] == pytest.approx(1.0 - 0.8 * 15 / 16)
     exp = _lrs(partial(optim.exponential, total_steps=20, steps_per_epoch=5, gamma=0.9), 20)
     assert exp[4] == 1.0 and exp[5] == pytest.approx(0.9) and exp[15] == pytest.approx(0.729)
 
