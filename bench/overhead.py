@@ -1,14 +1,19 @@
-"""Framework overhead: the same SE-ResNet, data, optimizer and schedule trained through hylab's
-run path (the function run.py calls, with the default callbacks and CSV logger) and through a
-plain PyTorch loop, alternating in one process. Prints per-epoch times and their ratio.
+"""Framework overhead: the same net, data path, optimizer, schedule and precision trained
+through hylab's run path (the function run.py calls, with the default callbacks, checkpoints and
+CSV logger) and through a plain PyTorch loop, alternating in one process. Prints per-epoch times
+and their ratio.
 
+    uv run python -m bench.overhead                                  # the fmnist_speed recipe
     uv run python -m bench.overhead --experiment seresnet_mnist5k --epochs 4 --repeats 3
 
-Per-epoch time = one training epoch plus its validation pass; the first epoch of each run is
-left out (warm-up). Both sides use the same thread count and the same batch transform.
+Per-epoch time = one training epoch plus its validation pass when the recipe validates after
+it (trainer.check_val_every_n_epoch); the first epoch of each run is left out (warm-up). Both
+sides use the same thread count, the same loaders and batch transform, and the same autocast
+(trainer.precision).
 """
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -30,7 +35,8 @@ def compose_run(experiment: str, overrides: list[str], workdir: Path):
 
 
 class EpochTimer(L.Callback):
-    """Wall time from the start of each training epoch to the end of its validation, saved as JSON."""
+    """Wall time of each training epoch, its validation included when one runs (Lightning
+    validates before on_train_epoch_end), saved as JSON."""
 
     def __init__(self, path: str):
         self.path, self.times, self._start = Path(path), [], None
@@ -38,10 +44,8 @@ class EpochTimer(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         self._start = time.perf_counter()
 
-    def on_validation_end(self, trainer, pl_module):
-        if self._start is not None and not trainer.sanity_checking:
-            self.times.append(time.perf_counter() - self._start)
-            self._start = None
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.times.append(time.perf_counter() - self._start)
 
     def on_fit_end(self, trainer, pl_module):
         self.path.write_text(json.dumps(self.times))
@@ -57,6 +61,15 @@ def hylab_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[f
     return json.loads(times_file.read_text())
 
 
+def autocast_for(precision) -> contextlib.AbstractContextManager:
+    """The autocast Lightning's precision setting applies to forward and loss (CPU runs)."""
+    if str(precision).startswith("bf16"):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if str(precision) not in ("32", "32-true"):
+        raise SystemExit(f"trainer.precision={precision}: the plain loop mirrors 32 and bf16-mixed only")
+    return contextlib.nullcontext()
+
+
 def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[float]:
     cfg = compose_run(experiment, overrides, workdir)
     L.seed_everything(cfg.seed)
@@ -69,16 +82,18 @@ def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[f
     schedule = instantiate(cfg.model.scheduler)(optimizer, total_steps=steps_per_epoch * cfg.trainer.max_epochs, steps_per_epoch=steps_per_epoch)
     scheduler = schedule[0]["scheduler"]
     eps = cfg.model.label_smoothing
+    val_every = cfg.trainer.check_val_every_n_epoch or 1
     times = []
-    for _ in range(cfg.trainer.max_epochs):
+    for epoch in range(cfg.trainer.max_epochs):
         start = time.perf_counter()
         net.train()
         correct = seen = 0
         loss_sum = 0.0
         for images, labels in train_loader:
             images, labels = datamodule.transform_batch(images, labels, train=True)
-            logits = net(images)
-            loss = smoothed_cross_entropy(logits, labels, eps)
+            with autocast_for(cfg.trainer.precision):
+                logits = net(images)
+                loss = smoothed_cross_entropy(logits, labels, eps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -86,24 +101,27 @@ def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[f
             loss_sum += loss.item()
             correct += (logits.argmax(-1) == labels).sum().item()
             seen += len(labels)
-        net.eval()
-        with torch.no_grad():
-            val_correct = val_seen = 0
-            for images, labels in val_loader:
-                images, labels = datamodule.transform_batch(images, labels, train=False)
-                val_correct += (net(images).argmax(-1) == labels).sum().item()
-                val_seen += len(labels)
+        if (epoch + 1) % val_every == 0:
+            net.eval()
+            with torch.no_grad(), autocast_for(cfg.trainer.precision):
+                val_correct = val_seen = 0
+                for images, labels in val_loader:
+                    images, labels = datamodule.transform_batch(images, labels, train=False)
+                    val_correct += (net(images).argmax(-1) == labels).sum().item()
+                    val_seen += len(labels)
         times.append(time.perf_counter() - start)
     return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--experiment", default="seresnet_mnist5k")
+    parser.add_argument("--experiment", default="fmnist_speed")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("overrides", nargs="*", help="further run.py overrides for both loops")
     args = parser.parse_args()
-    overrides = [f"trainer.max_epochs={args.epochs}", "test_after_fit=false", "store.register_runs=false"]
+    # the recipe's own validation cadence, at this run length (fmnist_speed: after the last epoch)
+    overrides = [f"trainer.max_epochs={args.epochs}", "test_after_fit=false", "store.register_runs=false", *args.overrides]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, experiment {args.experiment}, {args.epochs} epochs x {args.repeats} repeats")
     per_epoch = {"hylab": [], "plain": []}
     with tempfile.TemporaryDirectory() as tmp:

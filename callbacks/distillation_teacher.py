@@ -44,6 +44,7 @@ class DistillationTeacher(L.Callback):
         store_dir: str | None = None,
         task: str = "fit",
         compile: bool = False,
+        baseline: str | None = None,
     ):
         if bool(checkpoint) == bool(experiment):
             raise UserError(
@@ -53,6 +54,8 @@ class DistillationTeacher(L.Callback):
         self.checkpoint, self.experiment = checkpoint, experiment
         self.overrides = [str(o) for o in overrides or []]
         self.log_dir, self.store_dir, self.compile = log_dir, store_dir, compile
+        self.baseline = baseline
+        self.teacher_score: dict = {}
         self.net: nn.Module | None = None
         self.source: dict = {}
         self.teacher_data: dict = {}
@@ -72,6 +75,7 @@ class DistillationTeacher(L.Callback):
         net, config, entry = load_stored_net(self.experiment, self.overrides, KEY, self.store_dir, self.log_dir)
         metrics = entry.record.get("metrics") or {}
         score = {k: round(v, 4) for k, v in metrics.items() if k in ("test/acc", "val/acc_best") and isinstance(v, float)}
+        self.teacher_score = score
         self.source = {"experiment": self.experiment, "overrides": self.overrides, "store_key": entry.key,
                        "run_id": entry.record.get("run_id"), "run_dir": entry.run_dir}
         log.info(f"distillation teacher: run {entry.record.get('run_id')} of experiment={self.experiment} "
@@ -144,6 +148,50 @@ class DistillationTeacher(L.Callback):
             self.net.eval()
         return self.net
 
+    # -- after the test: how the student compares ----------------------------------------------
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        student = trainer.callback_metrics.get("test/acc")
+        if student is None or not trainer.is_global_zero:
+            return
+        student = float(student)
+        parts = [f"student test/acc {student:.4f}"]
+        teacher = self.teacher_score.get("test/acc")
+        if teacher is not None:
+            parts.append(f"teacher ({self.experiment}) {teacher:.4f}: {100 * (student - teacher):+.1f} points")
+        if self.baseline:
+            parts.append(self._baseline_part(student))
+        log.info(" | ".join(parts))
+
+    def _baseline_part(self, student: float) -> str:
+        """The baseline experiment run with this run's own overrides, if the store holds it."""
+        overrides = baseline_overrides()
+        if overrides is None:
+            return f"{self.baseline}: unknown (not run from run.py)"
+        from hylab.store import RunStore, compose_for, training_hash
+
+        command = " ".join(["python run.py", f"experiment={self.baseline}", *overrides])
+        cfg = compose_for(self.baseline, overrides, self.log_dir)
+        entry = RunStore(self.store_dir or cfg.store.dir).find(training_hash(cfg))
+        score = ((entry.record.get("metrics") or {}) if entry else {}).get("test/acc")
+        if score is None:
+            return f"{self.baseline} with the same overrides: not in the store (`{command}` trains it)"
+        return f"{self.baseline} with the same overrides (run {entry.record.get('run_id')}) {score:.4f}: {100 * (student - score):+.1f} points"
+
     def state_dict(self) -> dict:
         """Where the teacher came from (not its weights: they live in its own checkpoint)."""
         return {"source": dict(self.source)}
+
+
+# Overrides that make a run a distillation run, or only place it: not carried over to the baseline.
+NOT_FOR_BASELINE = ("experiment", "callbacks.distillation_teacher", "model.distillation", "model.token_distillation",
+                    "paths.", "hydra.", "store.", "ckpt_path", "task", "resume", "callbacks.progress_bar")
+
+
+def baseline_overrides() -> list[str] | None:
+    """This Hydra job's command-line overrides that the baseline (same budget) should share."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    overrides = [str(o) for o in HydraConfig.get().overrides.task]
+    return [o for o in overrides if not o.lstrip("+~").startswith(NOT_FOR_BASELINE)]

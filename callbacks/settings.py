@@ -14,6 +14,8 @@ class DistillationTeacherSettings:
     store_dir: str | None = None
     task: str = "fit"
     compile: bool = False
+    # an experiment whose stored run (with this run's overrides) the student is compared with
+    baseline: str | None = None
 
     def __post_init__(self):
         if bool(self.checkpoint) == bool(self.experiment):

@@ -107,21 +107,33 @@ def main(argv: list[str] | None = None, prog: str = "python -m hylab.aggregate",
     if not jobs:
         print(f"error: no completed job (a folder with .hydra/ and a completed {METRICS_FILE}) under {args.sweep_dir}", file=sys.stderr)
         return 2
-    metrics = args.metrics or default_metrics(jobs)
-    rows = summarize(jobs, args.by, metrics)
+    print(write_summary(args.sweep_dir, jobs, unfinished, args.by, args.metrics, args.out, notes))
+    return 0
+
+
+def write_summary(sweep_dir: Path, jobs: list[Job], unfinished: list[Path], by: list[str], metrics: list[str] | None = None,
+                  out: Path | None = None, notes=None) -> str:
+    """Write aggregate.md / aggregate.csv for completed `jobs` and return the printed summary."""
+    metrics = metrics or default_metrics(jobs)
+    rows = summarize(jobs, by, metrics)
     reused = sum(1 for job in jobs if job.record.get("reused_from"))
     summary = f"{len(jobs)} completed jobs ({reused} reused from the run store), {len(unfinished)} unfinished"
     summary += (f"; {notes(jobs)}" if notes else "") + "\n"
-    table = markdown(rows, args.by, metrics)
-    out = args.out or args.sweep_dir
+    table = markdown(rows, by, metrics)
+    out = out or sweep_dir
     atomic_write_text(out / "aggregate.md", f"{table}\n{summary}")
     table_csv = io.StringIO(newline="")
     writer = csv.DictWriter(table_csv, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "aggregate.csv", table_csv.getvalue())
-    print(table + "\n" + summary + f"written: {out / 'aggregate.csv'}, {out / 'aggregate.md'}")
-    return 0
+    return table + "\n" + summary + f"written: {out / 'aggregate.csv'}, {out / 'aggregate.md'}"
+
+
+def varied_keys(jobs: list[Job], ignore: tuple[str, ...] = ("seed",)) -> list[str]:
+    """Override keys whose value differs between jobs (what a sweep varied), minus `ignore`."""
+    keys = sorted({key for job in jobs for key in job.settings} - set(ignore))
+    return [key for key in keys if len({job.settings.get(key) for job in jobs}) > 1]
 
 
 if __name__ == "__main__":

@@ -18,9 +18,17 @@ def test_grid_sweep_from_the_shell(tmp_path):
     assert [d.name for d in dirs] == ["0", "1"] and dirs[0].parent.parent.name == "multiruns"
     lrs = [yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["model"]["optimizer"]["lr"] for d in dirs]
     assert lrs == [1e-3, 3e-3]
+    accuracies = []
     for d in dirs:
         record = json.loads((d / "metrics.json").read_text())
         assert record["status"] == "completed" and record["optimized_metric"]["value"] is not None
+        accuracies.append(record["metrics"]["test/acc"])
+    # the multirun ends with its table: one row per swept lr, written into the sweep folder too
+    table = (dirs[0].parent / "aggregate.md").read_text()
+    assert table.splitlines()[0].startswith("| model.optimizer.lr | n | ")
+    for lr, accuracy in zip(["0.001", "0.003"], accuracies):
+        assert f"| {lr} | 1 | " in table and f"{accuracy:.4f} ± 0.0000" in table
+    assert "sweep summary by model.optimizer.lr" in done.stderr + done.stdout
 
 
 @pytest.mark.slow

@@ -60,3 +60,34 @@ def test_teacher_is_trained_once_through_the_store_then_reused_by_every_ddp_rank
     assert f"distillation teacher: run {trained.name}" in rank_one  # rank 1 loaded the same teacher itself
     record = json.loads((ddp_run / "metrics.json").read_text())
     assert record["status"] == "completed" and "train/loss_dist" in record["metrics"]
+
+
+def comparison_line(done) -> str:
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "student test/acc" in line]
+    assert lines, (done.stdout + done.stderr)[-3000:]
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_the_student_run_ends_comparing_it_with_its_teacher_and_the_stored_scratch_run(tmp_path):
+    common = ["data=digits", "model.net.patch_size=2", "debug=limit", "model.net.conv_stem=false", *QUIET]
+    teacher = ["callbacks.distillation_teacher.experiment=seresnet_digits",
+               "callbacks.distillation_teacher.overrides=[debug=limit,trainer.max_epochs=1]"]
+    first = run_cli(["experiment=deit_distill", *common, *teacher], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    line = comparison_line(first)
+    assert "teacher (seresnet_digits)" in line and "points" in line
+    assert "deit_scratch with the same overrides: not in the store" in line
+    assert "python run.py experiment=deit_scratch data=digits model.net.patch_size=2 debug=limit model.net.conv_stem=false" in line
+
+    scratch = run_cli(["experiment=deit_scratch", *common], tmp_path)
+    assert scratch.returncode == 0, scratch.stderr[-3000:]
+    second = run_cli(["experiment=deit_distill", *common, *teacher], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    records = {d: json.loads((d / "metrics.json").read_text()) for d in run_dirs(tmp_path)}
+    scratch_record = next(r for r in records.values() if r.get("experiment") == "deit_scratch")
+    student = max((r for r in records.values() if r.get("experiment") == "deit_distill"), key=lambda r: r["started_at"])
+    line = comparison_line(second)
+    assert f"student test/acc {student['metrics']['test/acc']:.4f}" in line
+    expected = 100 * (student["metrics"]["test/acc"] - scratch_record["metrics"]["test/acc"])
+    assert f"(run {scratch_record['run_id']}) {scratch_record['metrics']['test/acc']:.4f}: {expected:+.1f} points" in line

@@ -20,10 +20,10 @@ def epochs_logged(run_dir: Path, column: str) -> list[int]:
         return sorted({int(row["epoch"]) for row in csv.DictReader(handle) if row.get(column)})
 
 
-@pytest.mark.parametrize("experiment", ["seresnet_digits", "seresnet_mnist5k", "seresnet_fmnist", "seresnet_cifar10"])
+@pytest.mark.parametrize("experiment", ["seresnet_digits", "seresnet_mnist5k", "seresnet_fmnist", "seresnet_cifar10", "speednet_mnist5k", "fmnist_speed"])
 def test_experiment_fast_dev_run(experiment, tmp_path):
     overrides = [f"experiment={experiment}", "debug=fdr"]
-    if experiment == "seresnet_fmnist" and not DEBIAN_FASHION_MNIST.is_dir():
+    if "fmnist" in experiment and not DEBIAN_FASHION_MNIST.is_dir():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     if experiment == "seresnet_cifar10":
         # CIFAR-10 is not available offline: the run reads small files written in its real layout.
@@ -148,3 +148,12 @@ def test_a_short_run_learns_the_digits(tmp_path):
     _, record = run_in_process(overrides, tmp_path / "run")
     assert record["metrics"]["test/acc"] > 0.5
     assert record["metrics"]["val/acc_best"] > 0.5
+
+
+@pytest.mark.gpu
+def test_fmnist_speed_gpu_reaches_its_accuracy(tmp_path):
+    if not DEBIAN_FASHION_MNIST.is_dir():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    _, record = run_in_process(["experiment=fmnist_speed_gpu", "callbacks.progress_bar=null"], tmp_path / "run")
+    print(f"fmnist_speed_gpu: test/acc {record['metrics']['test/acc']:.4f} in {record['wall_time_s']:.1f} s (run, compile included)")
+    assert record["metrics"]["test/acc"] >= 0.93

@@ -1,0 +1,28 @@
+"""At the end of every multirun, the sweep's table: test metrics as mean ± std over the jobs that
+share the values of the swept keys (seeds pooled), also written as aggregate.md / aggregate.csv
+into the sweep folder. `python run.py -m experiment=a,b seed=0,1,2` thus ends with a
+three-seed comparison of a and b; jobs reused from the run store count like fresh ones.
+Reads files only (hylab/aggregate.py)."""
+
+import logging
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from hylab.aggregate import read_jobs, varied_keys, write_summary
+
+log = logging.getLogger("hylab.sweep")
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        jobs, unfinished = read_jobs(sweep_dir)
+        if not jobs:
+            log.warning(f"no completed job under {sweep_dir}: no sweep table")
+            return
+        by = varied_keys(jobs)
+        log.info(f"sweep summary by {', '.join(by) or 'nothing (one setting)'}:\n" + write_summary(sweep_dir, jobs, unfinished, by))
