@@ -5,6 +5,7 @@
     python -m bench.hybrid uncertainty --ckpt <edl>.ckpt --baseline <ce>.ckpt   # misclassification + OOD AUROC
     python -m bench.hybrid knn --ckpt <adaface>.ckpt --ckpt <ce>.ckpt           # embedding kNN accuracy
     python -m bench.hybrid sam                         # SAM, ASAM / AdamW train-step rate ratios (one process)
+    python -m bench.hybrid sharpness --ckpt <run>.ckpt # loss at w and at SAM's / ASAM's ascent point
 
 The data comes from each checkpoint's embedded config (the same splits and normalization);
 OOD images (Fashion-MNIST for an MNIST model, MNIST-5k for a Fashion-MNIST one) are normalized
@@ -87,6 +88,22 @@ def side_by_side(steps: dict, rounds: int, repeats: int, base: str) -> dict:
     return out
 
 
+def train_step(model, opt, x, y, perturb=None):
+    """One cross-entropy training step on (x, y), through SAM's two passes when `perturb` is given;
+    run once here so the timed calls start warm."""
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        if perturb is not None:
+            perturb.ascend()
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            perturb.restore()
+        opt.step()
+    step()
+    return step
+
+
 def throughput(args):
     torch.manual_seed(0)
     x, y = torch.randn(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
@@ -94,16 +111,7 @@ def throughput(args):
                "gated+cbam": dict(mode="gated", cbam=True), "gated+tokenlearner8": dict(mode="gated", token_learner=dict(tokens=8)),
                "gated+cbam+tokenlearner8": dict(mode="gated", cbam=True, token_learner=dict(tokens=8))}
     nets = {name: hybrid_net(**TINY, **cfg) for name, cfg in configs.items()}
-    steps = {}
-    for name, net in nets.items():
-        opt = torch.optim.AdamW(net.parameters(), 1e-3)
-
-        def step(net=net, opt=opt):
-            opt.zero_grad()
-            F.cross_entropy(net(x), y).backward()
-            opt.step()
-        step()
-        steps[name] = step
+    steps = {name: train_step(net, torch.optim.AdamW(net.parameters(), 1e-3), x, y) for name, net in nets.items()}
     results = side_by_side(steps, args.rounds, args.repeats, "gated")
     print("| net | params | train images/s (wall, median) | train images per CPU-s | vs gated (wall) | vs gated (CPU) |\n|---|---|---|---|---|---|")
     for name, (wall, cpu, wall_ratio, cpu_ratio) in results.items():
@@ -182,43 +190,64 @@ def sam(args):
     x, y = torch.randn(args.batch, 1, 28, 28), torch.randint(0, 10, (args.batch,))
     net = hybrid_net(**TINY, mode="gated")
     steps = {}
-    for name, rho in (("AdamW", None), ("SAM(AdamW)", False), ("ASAM(AdamW)", True)):
+    for name, adaptive in (("AdamW", None), ("SAM(AdamW)", False), ("ASAM(AdamW)", True)):
         model = copy.deepcopy(net)
-        opt = torch.optim.AdamW(model.parameters(), 1e-3)
-        perturb = SAM(model.parameters(), 0.05 if not rho else 0.5, adaptive=bool(rho)) if rho is not None else None
-
-        def step(model=model, opt=opt, perturb=perturb):
-            opt.zero_grad()
-            F.cross_entropy(model(x), y).backward()
-            if perturb is not None:
-                perturb.ascend()
-                opt.zero_grad()
-                F.cross_entropy(model(x), y).backward()
-                perturb.restore()
-            opt.step()
-        step()
-        steps[name] = step
+        perturb = SAM(model.parameters(), 0.05, adaptive=adaptive) if adaptive is not None else None
+        steps[name] = train_step(model, torch.optim.AdamW(model.parameters(), 1e-3), x, y, perturb)
     results = side_by_side(steps, args.rounds, args.repeats, "AdamW")
     print("| optimizer | steps/s (wall, median) | steps per CPU-s | vs AdamW (wall) | vs AdamW (CPU) |\n|---|---|---|---|---|")
     for name, (wall, cpu, wall_ratio, cpu_ratio) in results.items():
         print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall_ratio:.2f} | {cpu_ratio:.2f} |")
 
 
+def sharpness(args):
+    """Loss at w and at SAM's / ASAM's ascent point w + eps on one training batch, at a fresh init
+    of the checkpoint's net and at its trained weights, and where ||g|| sits (which parameter)."""
+    from hydra.utils import instantiate
+
+    from lightning_modules.hybrid.optimizers import SAM
+
+    trained, config = load_net_and_config(args.ckpt)
+    dm = datamodule(config)
+    dm.setup("fit")
+    x, y = batches(dm, "train", args.batch)
+    torch.manual_seed(0)
+    fresh = instantiate(config["model"]["net"], _convert_="all")
+    print("| weights | ascent | rho | loss at w | loss at w + eps | largest share of the ascent norm |\n|---|---|---|---|---|---|")
+    for label, net in (("init", fresh), ("trained", trained)):
+        net.eval()  # no drop-path noise: both losses are of the same function
+        for adaptive, rho in [(False, r) for r in args.rho] + [(True, r) for r in args.asam_rho]:
+            net.zero_grad()
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            perturb = SAM(net.parameters(), rho, adaptive)
+            norm = perturb.ascend()
+            with torch.no_grad():
+                perturbed = F.cross_entropy(net(x), y).item()
+            shares = {name: float(((p.abs() * p.grad if adaptive else p.grad).norm() / norm) ** 2)
+                      for name, p in net.named_parameters() if p.grad is not None}
+            top = max(shares, key=shares.get)
+            perturb.restore()
+            print(f"| {label} | {'ASAM' if adaptive else 'SAM'} | {rho} | {loss.item():.3f} | {perturbed:.3f} | {top} {shares[top]:.2f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["throughput", "tome", "uncertainty", "knn", "sam"])
+    parser.add_argument("what", choices=["throughput", "tome", "uncertainty", "knn", "sam", "sharpness"])
     parser.add_argument("--ckpt", action="append")
     parser.add_argument("--baseline")
     parser.add_argument("--r", type=int, nargs="+", default=[0, 1, 2, 4, 8])
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--rho", type=float, nargs="+", default=[0.001, 0.01, 0.05])
+    parser.add_argument("--asam-rho", type=float, nargs="+", default=[0.05, 0.5])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if args.what in ("tome", "uncertainty"):
+    if args.what in ("tome", "uncertainty", "sharpness"):
         args.ckpt = args.ckpt[0] if args.ckpt else None
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    {"throughput": throughput, "tome": tome, "uncertainty": uncertainty, "knn": knn, "sam": sam}[args.what](args)
+    {"throughput": throughput, "tome": tome, "uncertainty": uncertainty, "knn": knn, "sam": sam, "sharpness": sharpness}[args.what](args)
 
 
 if __name__ == "__main__":
