@@ -7,7 +7,9 @@ and their ratio.
     uv run python -m bench.overhead --experiment seresnet_mnist5k --epochs 4 --repeats 3
 
 Per-epoch time = one training epoch plus its validation pass when the recipe validates after
-it (trainer.check_val_every_n_epoch); the first epoch of each run is left out (warm-up). Both
+it (trainer.check_val_every_n_epoch), in wall and in process CPU seconds; the first epoch of
+each run is left out (warm-up). The overhead is the median over repeats of each repeat's paired
+ratio (the two loops of one repeat run back to back, in alternating order). Both
 sides use the same thread count, the same loaders and batch transform, and the same autocast
 (trainer.precision).
 """
@@ -31,27 +33,38 @@ from lightning_modules.optim import make_optimizer
 
 def compose_run(experiment: str, overrides: list[str], workdir: Path):
     """The config `run.py experiment=<experiment> <overrides>` gets, with its run dir at `workdir`."""
+    workdir.mkdir(parents=True, exist_ok=True)  # Hydra would have made it (provenance writes into it first)
     return compose_for(experiment, [*overrides, f"paths.output_dir={workdir}"], workdir / "logs")
 
 
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> list[float]:
+    """[wall, CPU] seconds since `start`. CPU time of this process moves less than wall time
+    when other work shares the machine (it leaves out the time the process waited)."""
+    return [now - then for now, then in zip(clocks(), start)]
+
+
 class EpochTimer(L.Callback):
-    """Wall time of each training epoch, its validation included when one runs (Lightning
-    validates before on_train_epoch_end), saved as JSON."""
+    """(wall, process CPU) seconds of each training epoch, its validation included when one runs
+    (Lightning validates before on_train_epoch_end), saved as JSON."""
 
     def __init__(self, path: str):
         self.path, self.times, self._start = Path(path), [], None
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self._start = time.perf_counter()
+        self._start = clocks()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.times.append(time.perf_counter() - self._start)
+        self.times.append(since(self._start))
 
     def on_fit_end(self, trainer, pl_module):
         self.path.write_text(json.dumps(self.times))
 
 
-def hylab_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[float]:
+def hylab_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[list[float]]:
     """The run as configured, plus the timer as one more callback (a config override)."""
     from hylab.runner import run
 
@@ -70,7 +83,7 @@ def autocast_for(precision) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[float]:
+def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[list[float]]:
     cfg = compose_run(experiment, overrides, workdir)
     L.seed_everything(cfg.seed)
     datamodule = instantiate(cfg.data)
@@ -85,7 +98,7 @@ def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[f
     val_every = cfg.trainer.check_val_every_n_epoch or 1
     times = []
     for epoch in range(cfg.trainer.max_epochs):
-        start = time.perf_counter()
+        start = clocks()
         net.train()
         correct = seen = 0
         loss_sum = 0.0
@@ -109,7 +122,7 @@ def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[f
                     images, labels = datamodule.transform_batch(images, labels, train=False)
                     val_correct += (net(images).argmax(-1) == labels).sum().item()
                     val_seen += len(labels)
-        times.append(time.perf_counter() - start)
+        times.append(since(start))
     return times
 
 
@@ -118,26 +131,44 @@ def main() -> None:
     parser.add_argument("--experiment", default="fmnist_speed")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("overrides", nargs="*", help="further run.py overrides for both loops")
+    parser.add_argument("overrides", nargs="*", help="further run.py overrides for both loops (the plain loop ignores trainer.limit_*)")
     args = parser.parse_args()
     # the recipe's own validation cadence, at this run length (fmnist_speed: after the last epoch)
     overrides = [f"trainer.max_epochs={args.epochs}", "test_after_fit=false", "store.register_runs=false", *args.overrides]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, experiment {args.experiment}, {args.epochs} epochs x {args.repeats} repeats")
+    if compose_for(args.experiment, overrides).get("keep_freed_memory"):
+        from hylab.allocator import keep_freed_memory
+
+        # process-wide, as every run.py process sets it: both loops get the same allocator
+        print(f"keep_freed_memory: {keep_freed_memory()}")
     per_epoch = {"hylab": [], "plain": []}
+    ratios = []  # per repeat: (wall, CPU) median hylab / median plain
+    loops = {"hylab": hylab_epochs, "plain": plain_epochs}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for name, runner in (("hylab", hylab_epochs), ("plain", plain_epochs)):
-                times = runner(args.experiment, overrides, Path(tmp) / f"{name}{repeat}")
-                per_epoch[name] += times[1:]
-                print(f"  repeat {repeat} {name:5s}: " + " ".join(f"{t:6.2f}" for t in times) + "  s/epoch")
-    hylab, plain = statistics.median(per_epoch["hylab"]), statistics.median(per_epoch["plain"])
+            # alternate which loop goes first, so a slow drift of the machine favours neither
+            order = ("hylab", "plain") if repeat % 2 == 0 else ("plain", "hylab")
+            medians = {}
+            for name in order:
+                times = loops[name](args.experiment, overrides, Path(tmp) / f"{name}{repeat}")[1:]
+                per_epoch[name] += times
+                medians[name] = [statistics.median(t[i] for t in times) for i in (0, 1)]
+                print(f"  repeat {repeat} {name:5s}: " + " ".join(f"{w:6.2f}" for w, _ in times) + "  s/epoch wall, "
+                      + " ".join(f"{c:6.2f}" for _, c in times) + "  s/epoch CPU", flush=True)
+            ratios.append([medians["hylab"][i] / medians["plain"][i] for i in (0, 1)])
     print()
-    print("| loop  | epochs timed | median s/epoch | mean s/epoch |")
-    print("|-------|--------------|----------------|--------------|")
+    print("| loop  | epochs timed | median s/epoch (wall) | median s/epoch (CPU) |")
+    print("|-------|--------------|-----------------------|----------------------|")
     for name in ("hylab", "plain"):
         values = per_epoch[name]
-        print(f"| {name:5s} | {len(values):12d} | {statistics.median(values):14.3f} | {statistics.mean(values):12.3f} |")
-    print(f"\noverhead (median hylab / median plain - 1): {100 * (hylab / plain - 1):+.1f}%")
+        print(f"| {name:5s} | {len(values):12d} | {statistics.median(v[0] for v in values):21.3f} | {statistics.median(v[1] for v in values):20.3f} |")
+    print()
+    print("| repeat | hylab / plain (wall) | hylab / plain (CPU) |")
+    print("|--------|----------------------|---------------------|")
+    for repeat, (wall, cpu) in enumerate(ratios):
+        print(f"| {repeat:6d} | {wall:20.3f} | {cpu:19.3f} |")
+    wall, cpu = (statistics.median(r[i] for r in ratios) for i in (0, 1))
+    print(f"\noverhead, median over repeats of the paired ratio: {100 * (wall - 1):+.1f}% wall, {100 * (cpu - 1):+.1f}% CPU")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,10 @@ def run(cfg: DictConfig) -> float | None:
     if rank_zero:
         record["provenance"] = provenance(output_dir)
         write_run_record(output_dir, record)  # a run killed outright still leaves its record
+    if cfg.get("keep_freed_memory"):
+        from hylab.allocator import keep_freed_memory
+
+        keep_freed_memory()
     import lightning as L
     import torch
 

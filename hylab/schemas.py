@@ -31,6 +31,7 @@ class RunSettings:
     mode: Literal["min", "max"] = "max"
     optimized_metric: str | None = None
     float32_matmul_precision: Literal["highest", "high", "medium"] | None = "high"
+    keep_freed_memory: bool = True
 
 
 @dataclass

@@ -42,3 +42,10 @@ def test_logit_scale_multiplies_the_logits():
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="act='tanh'"):
         SpeedNet(act="tanh")
+
+
+def test_layout_bench_times_a_bf16_channels_last_step():
+    from bench.speed_layout import images_per_second
+
+    net = SpeedNet(widths=(8, 16), channels_last=True)
+    assert images_per_second(net, batch=4, bf16=True, steps=1, warmup=1) > 0
