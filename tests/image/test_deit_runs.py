@@ -72,7 +72,7 @@ def comparison_line(done) -> str:
 def test_the_student_run_ends_comparing_it_with_its_teacher_and_the_stored_scratch_run(tmp_path):
     common = ["data=digits", "model.net.patch_size=2", "debug=limit", "model.net.conv_stem=false", *QUIET]
     teacher = ["callbacks.distillation_teacher.experiment=seresnet_digits",
-               "callbacks.distillation_teacher.overrides=[debug=limit,trainer.max_epochs=1]"]
+               "callbacks.distillation_teacher.overrides=['debug=limit','trainer.max_epochs=1']"]
     first = run_cli(["experiment=deit_distill", *common, *teacher], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     line = comparison_line(first)
