@@ -248,9 +248,11 @@ def test_killed_sweep_resumes_without_training_twice(tmp_path):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 3
     assert (sweep_dir / "trial_0" / "metrics.json").read_text() == finished_first  # reused, not redone
-    # each trial the kill interrupted failed and was queued again under a new number
+    # each trial the kill interrupted failed and was queued again under a new number (trial 0 too
+    # when the kill lands after its run completed but before the sweeper told optuna: then the
+    # retry reuses its run, checked below)
     retried = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
-    assert {t.number for t in trials if t.state == TrialState.FAIL} == retried and 0 not in retried
+    assert {t.number for t in trials if t.state == TrialState.FAIL} == retried
     # Every distinct configuration was trained once: one store entry each, and a retried trial
     # whose run had completed before the kill reused it instead of training.
     records = [json.loads(p.read_text()) for p in sweep_dir.glob("trial_*/metrics.json")]
