@@ -27,6 +27,7 @@ class RunSettings:
     # Continue the unfinished run of the same training config (hylab/resume.py).
     resume: bool = True
     test_after_fit: bool = True
+    test_checkpoint: Literal["best", "last"] = "best"
     monitor: str | None = None
     mode: Literal["min", "max"] = "max"
     optimized_metric: str | None = None

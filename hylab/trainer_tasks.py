@@ -103,11 +103,12 @@ def fit(cfg: DictConfig) -> TaskResult:
         checkpoints = checkpoint_paths(run.trainer)
         progress = {"global_step": run.trainer.global_step, "epochs_completed": run.trainer.current_epoch}
         if cfg.get("test_after_fit") and not run.trainer.interrupted:
-            best = checkpoints.get("best")
-            if not best or run.trainer.fast_dev_run:
-                log.warning("no best checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
-                best = None
-            run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=best)
+            which = cfg.get("test_checkpoint", "best")
+            tested = checkpoints.get(which)
+            if not tested or run.trainer.fast_dev_run:
+                log.warning(f"no {which} checkpoint (fast_dev_run or no checkpoint callback): testing the current weights")
+                tested = None
+            run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=tested)
             metrics |= run.trainer.callback_metrics
         return TaskResult(metrics=metrics, checkpoints=checkpoints, extra={"progress": progress})
 
