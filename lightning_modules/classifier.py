@@ -25,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from hylab.errors import UserError
 from lightning_modules.optim import configure_optimizers
+from lightning_modules.step_logging import EpochMeans
 
 
 def smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
@@ -115,6 +116,8 @@ class Classifier(L.LightningModule):
         self.lr_scales = dict(lr_scales or {})
         check_parts(net, self.lr_scales, "model.lr_scales")
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # training scalars: epoch means plus the logger's steps, not one `log` call per step (step_logging.py)
+        self.train_means = EpochMeans()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes, average="macro") if f1_macro else None
@@ -134,13 +137,18 @@ class Classifier(L.LightningModule):
         x, target = batch
         logits = self(x)
         loss = self.training_loss(logits, target, batch)
-        self.train_acc(logits, hard_labels(target))
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.train_acc.update(logits, hard_labels(target))
+        self.train_means.add(self, batch_idx, {"train/loss": loss})
         return loss
 
     def on_train_start(self) -> None:
         self.best.on_train_start(self)
+
+    def on_train_epoch_end(self) -> None:
+        self.train_means.log_epoch(self)
+        if self.train_acc.update_count:  # none after a resume at an epoch's end
+            self.log("train/acc", self.train_acc.compute(), on_epoch=True)
+        self.train_acc.reset()
 
     def _evaluate(self, batch, stage: str) -> torch.Tensor:
         x, labels = batch

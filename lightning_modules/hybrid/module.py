@@ -154,27 +154,24 @@ class HybridClassifier(Classifier):
             loss = (1 - w) * loss + w * losses.distillation_term(logits, teacher, self.distill.temperature)
         return loss, logits, hard_labels(target)
 
-    def _log_train(self, loss, logits, labels) -> None:
-        self.train_acc(logits, labels)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
-        gate = getattr(self.net.backbone, "last_gate", None)
-        for stream, value in (gate or {}).items():
-            self.log(f"train/gate_{stream}", value, on_step=False, on_epoch=True)
+    def _log_train(self, batch_idx: int, loss, logits, labels, **extra) -> None:
+        self.train_acc.update(logits, labels)
+        gate = getattr(self.net.backbone, "last_gate", None) or {}
+        self.train_means.add(self, batch_idx, {"train/loss": loss, **{f"train/gate_{stream}": value for stream, value in gate.items()}, **extra})
 
     def training_step(self, batch, batch_idx: int):
         if self.automatic_optimization:
             loss, logits, labels = self.task_loss(batch)
-            self._log_train(loss, logits, labels)
+            self._log_train(batch_idx, loss, logits, labels)
             self._teacher_logits = None
             return loss
-        return self._sam_step(batch)
+        return self._sam_step(batch, batch_idx)
 
     def _no_sync(self):
         model = self.trainer.model
         return model.no_sync() if hasattr(model, "no_sync") and self.trainer.world_size > 1 else contextlib.nullcontext()
 
-    def _sam_step(self, batch):
+    def _sam_step(self, batch, batch_idx: int):
         optimizer = self.optimizers()
         with self._no_sync():  # the ascent uses this rank's gradient; the update's gradient is synced
             loss, logits, labels = self.task_loss(batch)
@@ -194,8 +191,7 @@ class HybridClassifier(Classifier):
             if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step()
         self._teacher_logits = None
-        self._log_train(loss, logits, labels)
-        self.log("train/loss_perturbed", perturbed, on_step=False, on_epoch=True)
+        self._log_train(batch_idx, loss, logits, labels, **{"train/loss_perturbed": perturbed})
 
     # -- evaluation ----------------------------------------------------------------------------
     def uncertainty(self, logits: torch.Tensor) -> torch.Tensor:

@@ -107,7 +107,6 @@ class DeiTClassifier(Classifier):
             return {"cls": 0.5 * F.cross_entropy(cls_logits, target, label_smoothing=eps),
                     "dist": 0.5 * F.cross_entropy(dist_logits, target, label_smoothing=eps)}
         alpha = self.current_alpha()
-        self.log("train/alpha", alpha, on_step=True, on_epoch=False)
         d = self.distillation
         return distillation_loss(cls_logits, dist_logits, target, teacher.logits, d.mode, alpha, eps, d.tau, d.kl_reduction)
 
@@ -129,15 +128,14 @@ class DeiTClassifier(Classifier):
         else:
             cls_logits, dist_logits = self.net(images, separate_heads=True)
         terms = self.logit_terms(cls_logits, dist_logits, target, teacher)
+        scalars = {}
         if self.token_distiller is not None:
             token_terms, diagnostics = self.token_distiller(student_maps, teacher.token_maps, self.current_epoch)
             terms |= token_terms
-            for name, value in diagnostics.items():
-                self.log(f"train/{name}", value, on_step=False, on_epoch=True)
+            scalars |= {f"train/{name}": value for name, value in diagnostics.items()}
         loss = torch.stack(list(terms.values())).sum()
-        for name, value in terms.items():
-            self.log(f"train/loss_{name}", value, on_step=False, on_epoch=True)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.train_acc((cls_logits + dist_logits) / 2, hard_labels(target))
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        scalars |= {f"train/loss_{name}": value for name, value in terms.items()}
+        step_only = {"train/alpha": self.current_alpha()} if self.distillation.mode != "none" else None
+        self.train_means.add(self, batch_idx, {"train/loss": loss, **scalars}, step_only=step_only)
+        self.train_acc.update((cls_logits + dist_logits) / 2, hard_labels(target))
         return loss

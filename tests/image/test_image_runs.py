@@ -97,7 +97,7 @@ def test_debug_configs(debug, tmp_path):
         assert record["progress"]["global_step"] == 1  # one training batch
     if debug == "overfit":
         with open(run_dir / "csv" / "metrics.csv") as handle:
-            losses = [float(r["train/loss_epoch"]) for r in csv.DictReader(handle) if r.get("train/loss_epoch")]
+            losses = [float(r["train/loss"]) for r in csv.DictReader(handle) if r.get("train/loss")]
         assert losses[-1] < 0.1 * losses[0]
     if debug == "limit":
         assert record["progress"] == {"global_step": 6, "epochs_completed": 2}
