@@ -31,7 +31,8 @@ class SweepSummary(Callback):
             log.warning(f"no completed job under {sweep_dir}: no sweep table")
             return
         by = varied_keys(jobs)
-        log.info(f"sweep summary by {', '.join(by) or 'nothing (one setting)'}:\n" + write_summary(sweep_dir, jobs, unfinished, by))
+        setting = f"by {', '.join(by)}" if by else "of one setting"
+        log.info(f"sweep summary {setting} (seeds pooled):\n" + write_summary(sweep_dir, jobs, unfinished, by))
 
 
 def sweep_folders(sweep_dir: Path) -> list[Path]:
