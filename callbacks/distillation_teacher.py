@@ -175,7 +175,7 @@ class DistillationTeacher(L.Callback):
         score = ((entry.record.get("metrics") or {}) if entry else {}).get("test/acc")
         if score is None:
             return f"{self.baseline} with the same overrides: not in the store (`{command}` trains it)"
-        return f"{self.baseline} with the same overrides (run {entry.record.get('run_id')}) {score:.4f}: {100 * (student - score):+.1f} points"
+        return f"{self.baseline} with the same overrides {score:.4f}: {100 * (student - score):+.1f} points (run {entry.run_dir})"
 
     def state_dict(self) -> dict:
         """Where the teacher came from (not its weights: they live in its own checkpoint)."""

@@ -90,4 +90,4 @@ def test_the_student_run_ends_comparing_it_with_its_teacher_and_the_stored_scrat
     line = comparison_line(second)
     assert f"student test/acc {student['metrics']['test/acc']:.4f}" in line
     expected = 100 * (student["metrics"]["test/acc"] - scratch_record["metrics"]["test/acc"])
-    assert f"(run {scratch_record['run_id']}) {scratch_record['metrics']['test/acc']:.4f}: {expected:+.1f} points" in line
+    assert f"with the same overrides {scratch_record['metrics']['test/acc']:.4f}: {expected:+.1f} points (run {scratch_record['run_dir']})" in line
