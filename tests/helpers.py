@@ -63,3 +63,14 @@ def check_settings(overrides: list[str], run_dir: Path) -> None:
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is not None:
             check_node(node, f"callbacks.{name}")
+
+
+def assert_bad_setting(overrides: list[str], message: str, run_dir: Path) -> None:
+    """The settings check refuses `overrides` with one line matching the regex `message`."""
+    import pytest
+
+    from hylab.errors import UserError
+
+    with pytest.raises(UserError, match=message) as error:
+        check_settings(overrides, run_dir)
+    assert "\n" not in str(error.value)

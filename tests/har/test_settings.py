@@ -2,8 +2,7 @@
 
 import pytest
 
-from hylab.errors import UserError
-from tests.helpers import EXPERIMENTS, check_settings
+from tests.helpers import EXPERIMENTS, assert_bad_setting, check_settings
 
 
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e.startswith("har_")])
@@ -23,6 +22,4 @@ def test_every_experiment_fits_its_schemas(experiment, net, tmp_path):
     ("model.net.kernel_size=0", r"^model.net.kernel_size=0 is out of range"),
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(override, message, tmp_path):
-    with pytest.raises(UserError, match=message) as error:
-        check_settings(["experiment=har_finetune", override], tmp_path / "run")
-    assert "\n" not in str(error.value)
+    assert_bad_setting(["experiment=har_finetune", override], message, tmp_path / "run")

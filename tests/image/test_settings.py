@@ -3,7 +3,7 @@
 import pytest
 
 from hylab.errors import UserError
-from tests.helpers import EXPERIMENTS, check_settings
+from tests.helpers import EXPERIMENTS, assert_bad_setting, check_settings
 
 IMAGE_EXPERIMENTS = [e for e in EXPERIMENTS if e.startswith(("seresnet_", "deit_"))]
 
@@ -25,9 +25,7 @@ def test_every_experiment_fits_its_schemas(experiment, tmp_path):
     ("callbacks.distillation_teacher.experiment=null", r"^callbacks.distillation_teacher: give exactly one of checkpoint"),
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(override, message, tmp_path):
-    with pytest.raises(UserError, match=message) as error:
-        check_settings(["experiment=deit_distill", override], tmp_path / "run")
-    assert "\n" not in str(error.value)
+    assert_bad_setting(["experiment=deit_distill", override], message, tmp_path / "run")
 
 
 def test_seresnet_settings_are_checked_too(tmp_path):
