@@ -104,5 +104,6 @@ class EpochShuffle(Sampler[int]):
     def __iter__(self):
         import torch
 
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        # modulo 2**63: an unseeded process's torch.initial_seed() is a random 64-bit number
+        generator = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) % 2**63)
         return iter(torch.randperm(self.length, generator=generator).tolist())

@@ -28,6 +28,18 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return kept, held
 
 
+def noisy_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int) -> np.ndarray:
+    """`labels` with round(fraction * n) of them, chosen at random, moved to a different class
+    drawn uniformly from the other num_classes - 1 (symmetric label noise, e.g. for SAM)."""
+    if not fraction:
+        return labels
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(len(labels), size=round(fraction * len(labels)), replace=False)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, num_classes, size=len(flipped))) % num_classes
+    return noisy
+
+
 class ImageClassificationDataModule(SplitDataModule):
     settings_schema = ImageDataSettings
 
@@ -43,6 +55,7 @@ class ImageClassificationDataModule(SplitDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         train_subset: int | None = None,
+        label_noise: float = 0.0,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         augment: Mapping | None = None,
@@ -78,8 +91,9 @@ class ImageClassificationDataModule(SplitDataModule):
         scaled = train_x[keep].astype(np.float32) / 255.0
         self.mean = torch.tensor(scaled.mean(axis=(0, 1, 2)), dtype=torch.float32)
         self.std = torch.tensor(scaled.std(axis=(0, 1, 2)), dtype=torch.float32).clamp_min(1e-3)
+        train_labels = noisy_labels(train_y[keep], hp.label_noise, hp.num_classes, hp.split_seed + 3)
         self.datasets = {
-            "train": self._dataset(train_x[keep], train_y[keep]),
+            "train": self._dataset(train_x[keep], train_labels),
             "val": self._dataset(train_x[val], train_y[val]),
             "test": self._dataset(test_x, test_y),
         }

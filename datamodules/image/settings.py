@@ -40,6 +40,8 @@ class ImageDataSettings:
     val_fraction: float = field(default=0.1, metadata=between(0, 1, high_open=True))
     split_seed: int = 0
     train_subset: int | None = field(default=None, metadata=between(1, None))
+    # the fraction of training labels replaced by another class, drawn uniformly (val and test keep theirs)
+    label_noise: float = field(default=0.0, metadata=between(0, 1, high_open=True))
     batch_size: int = field(default=64, metadata=between(1, None))
     eval_batch_size: int | None = field(default=None, metadata=between(1, None))
     augment: AugmentSettings = field(default_factory=AugmentSettings)

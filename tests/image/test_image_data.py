@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from datamodules.image.sources import DEBIAN_FASHION_MNIST, load_source, read_idx
-from datamodules.image.datamodule import ImageClassificationDataModule, stratified_split
+from datamodules.image.datamodule import ImageClassificationDataModule, noisy_labels, stratified_split
 from hylab.errors import UserError
 
 
@@ -60,6 +60,27 @@ def test_digits_module_splits_and_normalizes():
     other = ImageClassificationDataModule(source="digits", split_seed=0)
     other.setup()
     assert torch.equal(other.datasets["test"].images, dm.datasets["test"].images)
+
+
+def test_noisy_labels_move_exactly_the_fraction_to_other_classes():
+    labels = np.arange(1000) % 10
+    noisy = noisy_labels(labels, 0.3, 10, seed=0)
+    changed = noisy != labels
+    assert changed.sum() == 300 and noisy.min() >= 0 and noisy.max() <= 9  # every chosen label moves
+    assert len(np.unique(noisy[changed] - labels[changed] + 10 * (noisy[changed] < labels[changed]))) == 9  # all 9 shifts occur
+    assert np.array_equal(noisy_labels(labels, 0.3, 10, seed=0), noisy) and noisy_labels(labels, 0.0, 10, 0) is labels
+
+
+def test_label_noise_touches_the_training_split_only():
+    clean = ImageClassificationDataModule(source="digits", split_seed=0)
+    noisy = ImageClassificationDataModule(source="digits", split_seed=0, label_noise=0.25)
+    clean.setup()
+    noisy.setup()
+    flipped = (clean.datasets["train"].labels != noisy.datasets["train"].labels).float().mean().item()
+    assert flipped == pytest.approx(0.25, abs=1 / len(clean.datasets["train"]))
+    for split in ("val", "test"):
+        assert torch.equal(clean.datasets[split].labels, noisy.datasets[split].labels)
+    assert torch.equal(clean.datasets["train"].images, noisy.datasets["train"].images)
 
 
 def test_mnist5k_is_the_real_subset():
