@@ -15,6 +15,7 @@ the median of per-round ratios, by wall clock and by this process's CPU time. Pr
 
 import argparse
 import copy
+import sys
 import time
 from functools import partial
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from hylab.checkpoints import load_net_and_config
+from hylab.errors import UserError
 from lightning_modules.hybrid import losses
 from lightning_modules.hybrid.metrics import knn_accuracy, max_softmax_uncertainty, misclassification_auroc, ood_auroc
 from lightning_modules.hybrid.nets.backbone import hybrid_net, parameter_counts
@@ -120,7 +122,7 @@ def throughput(args):
 
 
 def tome(args):
-    net, config = load_net_and_config(args.ckpt)
+    net, config = load_net_and_config(args.ckpt, "--ckpt")
     net.eval()
     dm = datamodule(config)
     x, y = batches(dm, "test", args.limit)
@@ -152,7 +154,7 @@ def uncertainty(args):
     for path in [args.ckpt, args.baseline]:
         if not path:
             continue
-        net, config = load_net_and_config(path)
+        net, config = load_net_and_config(path, "--ckpt")
         dm = datamodule(config)
         x, y = batches(dm, "test", args.limit)
         out_source = "fashion_mnist" if config["data"]["source"] != "fashion_mnist" else "mnist5k"
@@ -174,7 +176,7 @@ def uncertainty(args):
 def knn(args):
     print("| model | test acc (head) | kNN acc (k=20, cosine) |\n|---|---|---|")
     for path in args.ckpt:
-        net, config = load_net_and_config(path)
+        net, config = load_net_and_config(path, "--ckpt")
         dm = datamodule(config)
         xt, yt = batches(dm, "train")
         x, y = batches(dm, "test", args.limit)
@@ -203,16 +205,15 @@ def sam(args):
 def sharpness(args):
     """Loss at w and at SAM's / ASAM's ascent point w + eps on one training batch, at a fresh init
     of the checkpoint's net and at its trained weights, and where ||g|| sits (which parameter)."""
-    from hydra.utils import instantiate
-
+    from hylab.checkpoints import build_checked_net
     from lightning_modules.hybrid.optimizers import SAM
 
-    trained, config = load_net_and_config(args.ckpt)
+    trained, config = load_net_and_config(args.ckpt, "--ckpt")
     dm = datamodule(config)
     dm.setup("fit")
     x, y = batches(dm, "train", args.batch)
     torch.manual_seed(0)
-    fresh = instantiate(config["model"]["net"], _convert_="all")
+    fresh = build_checked_net(config["model"]["net"], args.ckpt, "--ckpt")
     print("| weights | ascent | rho | loss at w | loss at w + eps | largest share of the ascent norm |\n|---|---|---|---|---|---|")
     for label, net in (("init", fresh), ("trained", trained)):
         net.eval()  # no drop-path noise: both losses are of the same function
@@ -247,7 +248,10 @@ def main():
     if args.what in ("tome", "uncertainty", "sharpness"):
         args.ckpt = args.ckpt[0] if args.ckpt else None
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    {"throughput": throughput, "tome": tome, "uncertainty": uncertainty, "knn": knn, "sam": sam, "sharpness": sharpness}[args.what](args)
+    try:
+        {"throughput": throughput, "tome": tome, "uncertainty": uncertainty, "knn": knn, "sam": sam, "sharpness": sharpness}[args.what](args)
+    except UserError as err:  # a bad --ckpt (or setting): one line, not a traceback
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

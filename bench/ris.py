@@ -38,11 +38,10 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 def load_model(path: str, **overrides) -> RISLocalizer:
     """A trained RISLocalizer from a checkpoint; its net is rebuilt from the config embedded in it."""
-    from hylab.checkpoints import load_checkpoint, net_config
-    from hylab.instantiate import build
+    from hylab.checkpoints import build_checked_net, load_checkpoint, net_config
 
     checkpoint = load_checkpoint(path, "--hybrid/--learned")
-    module = RISLocalizer(net=build(net_config(checkpoint)), **{**checkpoint["hyper_parameters"], "k_from": "truth", **overrides})
+    module = RISLocalizer(net=build_checked_net(net_config(checkpoint), path, "--hybrid/--learned"), **{**checkpoint["hyper_parameters"], "k_from": "truth", **overrides})
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()
 

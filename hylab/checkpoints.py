@@ -1,19 +1,22 @@
 """Loading nets from hylab checkpoints (teachers, base models) with clear errors.
 
 The one reader of hylab checkpoints: `load_checkpoint` (the file), `net_config` (the embedded
-net node), `net_state_dict` (its weights), `check_net_targets` (the node's targets still exist),
-`load_net` (all of it: a net in eval mode) and `check_shapes`.
+net node), `net_state_dict` (its weights), `load_net` (all of it: a net in eval mode) and
+`check_shapes`. A checkpoint carries weights and data, never code: the file is read with
+`weights_only=True`, and the net node is built only when every `_target_` in it names a net the
+project defines (`check_net_targets`, hylab/net_targets.py).
 """
 
-import importlib
 from pathlib import Path
 
 from hylab.checks import check_checkpoint_file
 from hylab.errors import UserError
+from hylab.net_targets import build_checked_net, check_net_targets  # noqa: F401  (re-exported)
 
 
 def load_checkpoint(path: str | Path, key: str = "checkpoint") -> dict:
-    """torch.load with weights_only=True: a checkpoint cannot run code when it is read."""
+    """torch.load with weights_only=True: unpickling the file runs no code. (Building the net it
+    names is `load_net`'s, which builds only the project's nets: hylab/net_targets.py.)"""
     import torch
 
     path = check_checkpoint_file(str(path), key)
@@ -46,12 +49,8 @@ def load_net(path: str | Path, key: str = "checkpoint", expected=None):
 def load_net_and_config(path: str | Path, key: str = "checkpoint", expected=None) -> tuple:
     """(net, run config) of a hylab checkpoint, read once: `load_net` plus the resolved config
     the run embedded (for what the net was trained on, e.g. its data settings)."""
-    from hydra.utils import instantiate
-
     checkpoint = load_checkpoint(path, key)
-    config = net_config(checkpoint, key)
-    check_net_targets(config, path, key)
-    net = instantiate(config)
+    net = build_checked_net(net_config(checkpoint, key), path, key)
     state = net_state_dict(checkpoint)
     check_shapes(net, state, f"{key}={path}")
     net.load_state_dict(state)
@@ -75,43 +74,6 @@ def load_stored_net(experiment: str, overrides: list[str], key: str, store_dir: 
     entry = RunStore(store_dir).get_or_train(experiment, overrides, log_dir)
     net, config = load_net_and_config(entry.checkpoint, key, expected)
     return net, config, entry
-
-
-def _targets(node):
-    if isinstance(node, dict):
-        if "_target_" in node:
-            yield str(node["_target_"])
-        for value in node.values():
-            yield from _targets(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _targets(value)
-
-
-def _exists(target: str) -> bool:
-    """Whether `pkg.module.name` names an attribute of an importable module. A module that exists
-    but fails to import (a missing dependency) raises as itself: that is not a moved target."""
-    module_path, _, name = target.rpartition(".")
-    try:
-        module = importlib.import_module(module_path)
-    except ModuleNotFoundError as err:
-        if err.name and (module_path == err.name or module_path.startswith(err.name + ".")):
-            return False
-        raise
-    return hasattr(module, name)
-
-
-def check_net_targets(config: dict, path: str | Path, key: str = "checkpoint") -> None:
-    """Refuse, in one line, a net whose `_target_` no longer exists: a checkpoint written before
-    the code it names was moved or renamed."""
-    for target in _targets(config):
-        if not _exists(target):
-            raise UserError(
-                f"{key}={path} names the net _target_ {target}, which no longer exists (the checkpoint was written "
-                "before the code moved): retrain it (a teacher or base model from the run store is retrained "
-                "automatically), or evaluate it with its experiment's config, `python run.py experiment=<name> "
-                f"task=test ckpt_path={path}`, which loads only the state_dict"
-            )
 
 
 def check_shapes(net, state: dict, what: str) -> None:

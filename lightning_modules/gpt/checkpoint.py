@@ -4,11 +4,13 @@ Every checkpoint the family writes holds checkpoint["gpt"] = {"config": GPTConfi
 "tokenizer": the tokenizer's JSON}: plain values, so `torch.load(weights_only=True)` reads it, and
 a checkpoint alone is enough to chat with, generate from or fine-tune. The net is rebuilt from
 that entry, not from the run's embedded config: a chat fine-tune has `model.net: null` there, and
-the entry names no code path, so checkpoints written before the family became a package load too.
+the entry names no code path, so checkpoints written before the family became a package load too
+(and a checkpoint cannot make it build anything but a GPT: the entry must hold GPTConfig's fields
+as plain numbers).
 Reading the file and the weights is hylab.checkpoints'.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -45,7 +47,22 @@ def read_gpt_checkpoint(path_value: str, key: str = "ckpt_path") -> GPTCheckpoin
             "checkpoints/*.ckpt of a run of experiment=gpt_tiny, gpt_small or gpt_sft"
         )
     weights = {name.replace(COMPILED_PREFIX, ""): value for name, value in net_state_dict(checkpoint).items()}
-    return GPTCheckpoint(Path(path_value), GPTConfig(**entry["config"]), GPTTokenizer.from_str(entry["tokenizer"]), weights)
+    config = gpt_config_of(entry.get("config"), f"{key}={path_value}")
+    return GPTCheckpoint(Path(path_value), config, GPTTokenizer.from_str(entry["tokenizer"]), weights)
+
+
+def gpt_config_of(values, what: str) -> GPTConfig:
+    """The GPTConfig a checkpoint's entry holds: GPTConfig's own fields with plain values only
+    (numbers, None), so the entry is data that builds the one GPT net, never a node to instantiate."""
+    names = {f.name for f in fields(GPTConfig)}
+    plain = isinstance(values, dict) and all(v is None or isinstance(v, (int, float)) for v in values.values())
+    if not plain or set(values) - names:
+        extra = sorted(set(values) - names) if isinstance(values, dict) else type(values).__name__
+        raise UserError(
+            f"{what}: its '{CHECKPOINT_KEY}' entry's config is not a GPTConfig of plain numbers ({extra}), so no net is built "
+            "from it (a checkpoint carries weights and data, never code): give a checkpoint a GPT run wrote"
+        )
+    return GPTConfig(**values)
 
 
 def load_weights(net: GPT, checkpoint: GPTCheckpoint, key: str) -> GPT:

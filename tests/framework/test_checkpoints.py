@@ -1,7 +1,6 @@
 """Reading hylab checkpoints: a checkpoint written before the package move is refused in one
 line, and still evaluates through an experiment's config (which loads only its state_dict)."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,29 +15,13 @@ OLD_TARGET = "lightning_modules.nets.seresnet.seresnet_mnist"
 QUIET = ["debug=limit", "callbacks.progress_bar=null"]
 
 
-@pytest.fixture
-def old_layout_gone(monkeypatch):
-    """The module the fixture names is gone after the move; None in sys.modules makes sure of it."""
-    monkeypatch.setitem(sys.modules, OLD_TARGET.rpartition(".")[0], None)
-
-
-def test_checkpoint_from_before_the_move_is_refused_in_one_line(old_layout_gone):
+def test_checkpoint_from_before_the_move_is_refused_in_one_line():
     with pytest.raises(UserError) as caught:
         load_net(LEGACY, "teacher")
     message = str(caught.value)
     assert "\n" not in message
     assert f"teacher={LEGACY}" in message and OLD_TARGET in message
     assert "retrain" in message and f"task=test ckpt_path={LEGACY}" in message
-
-
-def test_a_missing_dependency_is_not_mistaken_for_a_moved_target(monkeypatch):
-    from hylab.checkpoints import check_net_targets
-
-    monkeypatch.setitem(sys.modules, "no_such_dependency", None)
-    monkeypatch.setitem(sys.modules, "fake_net_module", None)
-    with pytest.raises(UserError, match="fake_net_module.build, which no longer exists"):
-        check_net_targets({"_target_": "fake_net_module.build"}, "x.ckpt")
-    check_net_targets({"_target_": "torch.nn.Linear", "inner": [{"_target_": "torch.nn.ReLU"}]}, "x.ckpt")
 
 
 def test_checkpoint_from_before_the_move_evaluates_with_the_experiment_config(tmp_path):
