@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 
 from datamodules.gpt.benchmarks import Item
+from hylab.errors import UserError
 from lightning_modules.gpt.sandbox import run_python
 from lightning_modules.gpt.engine import generate
 
@@ -80,6 +81,8 @@ def evaluate_humaneval(net, tokenizer, items: Sequence[Item], max_new_tokens: in
     for item in items:
         completion = complete(net, tokenizer, item.contexts[0], max_new_tokens, HUMANEVAL_STOPS)
         outcome = run_python(humaneval_program(item, completion), wall_s=timeout_s, cpu_s=max(1.0, timeout_s), memory_mb=1024)
+        if outcome.status == "unavailable":  # no sandbox: no score, rather than 0 % for code never run
+            raise UserError(f"HumanEval runs the completions in the sandbox: {outcome.error}")
         passed += outcome.ok  # finished: the tests ran and exited 0
         if samples is not None and len(samples) < 3:
             samples.append({"task_id": item.extra["task_id"], "completion": completion, "status": outcome.status})

@@ -1,88 +1,60 @@
-"""Run untrusted Python (a model's tool call, a HumanEval completion) in a separate, limited process.
+"""Run untrusted Python (a model's tool call, a HumanEval completion) in a bubblewrap sandbox.
 
     result = run_python("print(6 * 7)", cpu_s=2, memory_mb=256, wall_s=5, max_output_bytes=10_000)
-    result.status   # finished | timeout | memory | crash | output_limit
+    result.status   # finished | timeout | memory | crash | output_limit | unavailable
     result.stdout   # "42\n"
 
-The child is `python -I -B` (no PYTHON* variables, no user site, no script folder on sys.path)
-started in a new session, in a fresh temporary directory that is removed afterwards, with an
-environment of PATH, HOME (that directory), TMPDIR and LANG only. Before the code runs, the child
-itself (a short bootstrap, so the parent needs no `preexec_fn`, which is unsafe in a threaded
-server) applies, in this order:
+The isolation is Debian's bubblewrap (`bwrap`), an established tool, not code of ours. Each call
+gets a sandbox of its own that ends with the call:
 
-- a network namespace of its own (no interface but a down loopback) when it runs as root;
-- kernel resource limits: CPU seconds (RLIMIT_CPU), address space (RLIMIT_AS = memory_mb),
-  processes (RLIMIT_NPROC), size of any file it writes (RLIMIT_FSIZE), open files, no core dumps;
-- as root, a user id of its own (a fresh uid from a high, unused range, no groups): the kernel then
-  forbids writing anywhere but world-writable places and its own directory, the process limit
-  counts only this run's processes, and every process of that uid is killed when the run ends;
-- an audit hook (PEP 578) that refuses, from Python code, writes outside the directory, running
-  other programs (subprocess, os.system, exec*, spawn*), ctypes and sockets.
+- namespaces of its own (`--unshare-all --unshare-user`: user, mount, network, PID, IPC, UTS,
+  cgroup): no network but a loopback of its own, no other process visible or reachable;
+- a filesystem of read-only binds of only what Debian's interpreter needs (/usr/bin/python3,
+  /usr/lib, /usr/lib64 and the /lib, /lib64 links): not the project, /etc, /root or any venv;
+- private tmpfs mounts, sized: /tmp (its working directory, HOME and TMPDIR; `code` is main.py
+  there, `files` beside it) and /dev/shm, which vanish with the call;
+- uid and gid 65534 inside, no capabilities (`--cap-drop ALL`), a new session (no terminal to
+  inject into), `--die-with-parent`. As root, bwrap itself starts as user 65534, so the sandbox is
+  no one outside either: the kernel exempts root's processes from RLIMIT_NPROC;
+- kernel resource limits, set by a short bootstrap inside before the code runs: CPU seconds
+  (RLIMIT_CPU), address space (RLIMIT_AS = memory_mb), processes (RLIMIT_NPROC), size of any file
+  it writes (RLIMIT_FSIZE), open files, no core dumps.
 
-The parent enforces the wall-clock limit and the output limit (stdout + stderr together) and kills
-the whole run when one is hit. What this does NOT protect against is listed in docs/gpt.md.
+The parent enforces the wall-clock limit and the output limit (stdout + stderr together) and
+kills bwrap when one is hit; its PID namespace, every process in it (a `setsid` daemon too), and
+its tmpfs mounts go with it. It fails closed: without bwrap or /usr/bin/python3, or where the
+namespaces cannot be set up (user namespaces switched off), the status is `unavailable` with one
+line saying why and what to install, and the code never runs, neither as the caller nor as root.
 """
 
-import functools
 import json
 import logging
 import os
-import random
+import selectors
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 log = logging.getLogger("hylab")
-STATUSES = ("finished", "timeout", "memory", "crash", "output_limit")
-UID_RANGE = (200_000, 260_000)  # no account has these ids; one per concurrent run when root
+STATUSES = ("finished", "timeout", "memory", "crash", "output_limit", "unavailable")
+PYTHON = "/usr/bin/python3"  # Debian's interpreter: its standard library is under /usr/lib
+NOBODY = 65534  # the sandbox's uid and gid inside; as root, bwrap's own outside
+SHM_MB = 4  # /dev/shm: enough for multiprocessing's semaphores, too small to pin memory
+INSTALL = "apt-get install bubblewrap"
 
-# Runs in the child before the code: limits, network namespace, own uid, audit hook, then the code.
+# Runs inside the sandbox before the code: the limits, then the code as __main__.
 BOOTSTRAP = r"""
 import json, os, resource, sys
 cfg = json.loads(sys.argv[1])
-if cfg["netns"]:
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).unshare(0x40000000)  # CLONE_NEWNET; a failure leaves the network as it is
-    del ctypes, sys.modules["ctypes"]
 for name, value in cfg["limits"].items():
     resource.setrlimit(getattr(resource, name), (value, value) if name != "RLIMIT_CPU" else (value, value + 1))
-if cfg["uid"] is not None:
-    os.setgroups([]); os.setgid(cfg["uid"]); os.setuid(cfg["uid"])
-ROOT = os.path.realpath(os.getcwd())
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-PATH_EVENTS = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 1, "os.rename": 2, "os.symlink": 2, "os.link": 2,
-               "os.chmod": 1, "os.chown": 1, "os.truncate": 1, "os.utime": 1, "os.chflags": 1, "os.mkfifo": 1, "os.mknod": 1}
-REFUSED = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn", "os.startfile",
-           "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg")
-def inside(path):
-    if isinstance(path, int):
-        return True
-    real = os.path.realpath(os.fsdecode(path))
-    return real == ROOT or real.startswith(ROOT + os.sep) or real == os.devnull
-def refuse(what):
-    raise PermissionError(f"the sandbox does not allow {what}")
-def hook(event, args):
-    if event == "open":
-        path, mode, flags = args
-        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS)
-        if writing and not inside(path):
-            refuse(f"writing {path!r} (outside its directory)")
-    elif event in PATH_EVENTS:
-        for path in args[: PATH_EVENTS[event]]:
-            if not inside(path):
-                refuse(f"{event} on {path!r} (outside its directory)")
-    elif event.startswith(REFUSED):
-        refuse(event)
-    elif event.startswith("ctypes."):
-        refuse("ctypes")
-sys.addaudithook(hook)
+os.write(cfg["ready_fd"], b"1")
+os.closerange(3, 1024)
 source = open("main.py").read()
-del cfg, json, resource, hook, name, value
+del cfg, json, resource, name, value
 sys.argv = ["main.py"]
 exec(compile(source, "main.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 """
@@ -95,7 +67,7 @@ class SandboxResult:
     stderr: str
     returncode: int | None  # negative: killed by that signal
     wall_s: float
-    error: str = ""  # one line: what went wrong (the exception, the limit hit)
+    error: str = ""  # one line: what went wrong (the exception, the limit hit, why the sandbox is unavailable)
 
     @property
     def ok(self) -> bool:
@@ -110,73 +82,51 @@ class SandboxResult:
         return out if len(out) <= limit else out[:limit] + "..."
 
 
-def _uid_processes(uid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/status") as handle:
-                    for line in handle:
-                        if line.startswith("Uid:"):
-                            if int(line.split()[1]) == uid:
-                                pids.append(int(entry))
-                            break
-            except OSError:
-                continue
-    return pids
+def unavailable(reason: str) -> SandboxResult:
+    return SandboxResult("unavailable", "", "", None, 0.0, f"the python tool is unavailable: {reason}")
 
 
-def _fresh_uid() -> int:
-    while True:
-        uid = random.randrange(*UID_RANGE)
-        if not _uid_processes(uid):
-            return uid
+def missing_parts() -> str | None:
+    """Why no sandbox can start here (one line), or None."""
+    if shutil.which("bwrap") is None:
+        return f"bubblewrap (bwrap) is not installed or not on PATH; install it: `{INSTALL}`"
+    if not os.access(PYTHON, os.X_OK):
+        return f"{PYTHON} (Debian's interpreter, the only one the sandbox binds) is missing; install it: `apt-get install python3`"
+    return None
 
 
-def _kill_all(process: subprocess.Popen, uid: int | None) -> None:
-    """The child's session, and (as root) every process left with the run's uid."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if uid is not None:
-        for _ in range(20):  # a fork bomb may still be forking while we kill
-            pids = _uid_processes(uid)
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+def bwrap_command(bwrap: str, tmp_mb: int, files: dict[str, int]) -> list[str]:
+    """The bwrap call: the namespaces, the read-only binds, the tmpfs mounts, the files (name -> fd)."""
+    command = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+               "--uid", str(NOBODY), "--gid", str(NOBODY),
+               "--ro-bind", os.path.realpath(PYTHON), PYTHON, "--ro-bind", "/usr/lib", "/usr/lib"]
+    if os.path.isdir("/usr/lib64"):
+        command += ["--ro-bind", "/usr/lib64", "/usr/lib64", "--symlink", "usr/lib64", "/lib64"]
+    command += ["--symlink", "usr/lib", "/lib", "--proc", "/proc", "--dev", "/dev",
+                "--perms", "1777", "--size", str(SHM_MB << 20), "--tmpfs", "/dev/shm",
+                "--perms", "1777", "--size", str(tmp_mb << 20), "--tmpfs", "/tmp", "--chdir", "/tmp"]
+    for folder in sorted({str(parent) for name in files for parent in PurePosixPath(name).parents if str(parent) != "."}):
+        command += ["--dir", f"/tmp/{folder}"]
+    for name, fd in files.items():
+        command += ["--file", str(fd), f"/tmp/{name}"]
+    command += ["--clearenv"]
+    for name, value in {"PATH": "/usr/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}.items():
+        command += ["--setenv", name, value]
+    return command
 
 
-def _classify(returncode: int, stderr: str) -> tuple[str, str]:
-    last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "")
-    if "MemoryError" in last or "Cannot allocate memory" in stderr:
-        return "memory", f"memory limit: {last}"
-    if returncode in (-signal.SIGXCPU, -signal.SIGKILL):  # the soft CPU limit, then the hard one
-        return "timeout", "CPU time limit"
-    if returncode == 0:
-        return "finished", ""
-    if returncode < 0:
-        return "crash", f"killed by signal {signal.Signals(-returncode).name}" + (f": {last}" if last else "")
-    return "crash", last or f"exit code {returncode}"
+def checked_name(name: str) -> str:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise ValueError(f"sandbox file {name!r} is outside the sandbox directory")
+    return str(path)
 
 
-@functools.cache
-def sandbox_python() -> tuple[str, bool]:
-    """(interpreter, drop privileges): as root, the first Python whose standard library a fresh uid
-    can read (a Python installed under /root is not readable by others); else this one."""
-    if os.geteuid() != 0:
-        return sys.executable, False
-    for candidate in dict.fromkeys([sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]):
-        if os.path.exists(candidate):
-            probe = run_python("import json, subprocess, math", python=candidate, drop_privileges=True, wall_s=20)
-            if probe.ok:
-                return candidate, True
-    log.warning("no Python whose standard library an unprivileged user can read: the sandbox runs as root")
-    return sys.executable, False
+def _memfd(name: str, text: str) -> int:
+    fd = os.memfd_create(f"sandbox-{PurePosixPath(name).name}")
+    os.write(fd, text.encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def run_python(
@@ -190,53 +140,51 @@ def run_python(
     max_file_mb: int = 16,
     max_open_files: int = 64,
     files: dict[str, str] | None = None,
-    isolate_network: bool = True,
-    python: str | None = None,
-    drop_privileges: bool | None = None,
 ) -> SandboxResult:
-    """Run `code` as main.py in a fresh directory (with `files` written beside it) under the limits.
-    `python` / `drop_privileges` default to `sandbox_python()`."""
-    if python is None:
-        python, default_drop = sandbox_python()
-        drop_privileges = default_drop if drop_privileges is None else drop_privileges
-    is_root = os.geteuid() == 0
-    uid = _fresh_uid() if is_root and drop_privileges else None
-    nproc = max_processes if uid is not None else len(_uid_processes(os.getuid())) + max_processes
+    """Run `code` as main.py in a fresh sandbox (with `files` written beside it) under the limits."""
+    files = {checked_name(name): text for name, text in (files or {}).items()}
+    reason = missing_parts()
+    if reason:
+        log.warning(reason)
+        return unavailable(reason)
     limits = {
         "RLIMIT_CPU": max(1, int(round(cpu_s))),
-        "RLIMIT_AS": memory_mb * 2**20,
-        "RLIMIT_NPROC": nproc,
-        "RLIMIT_FSIZE": max_file_mb * 2**20,
+        "RLIMIT_AS": memory_mb << 20,
+        "RLIMIT_NPROC": max_processes,
+        "RLIMIT_FSIZE": max_file_mb << 20,
         "RLIMIT_NOFILE": max_open_files,
         "RLIMIT_CORE": 0,
     }
-    workdir = Path(tempfile.mkdtemp(prefix="hylab-sandbox-"))
+    sources = {"main.py": code, **files}
+    tmp_mb = max_file_mb + sum(len(text.encode()) for text in sources.values()) // 2**20 + 1
+    fds = {name: _memfd(name, text) for name, text in sources.items()}
+    ready_read, ready_write = os.pipe()
     try:
-        (workdir / "main.py").write_text(code)
-        for name, text in (files or {}).items():
-            target = (workdir / name).resolve()
-            if workdir.resolve() not in target.parents:
-                raise ValueError(f"sandbox file {name!r} is outside the sandbox directory")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        if uid is not None:
-            for path in [workdir, *workdir.rglob("*")]:
-                os.chown(path, uid, uid)
-        config = {"limits": limits, "uid": uid, "netns": bool(isolate_network and is_root)}
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8"}
-        return _run([python, "-I", "-B", "-c", BOOTSTRAP, json.dumps(config)], workdir, env, uid, wall_s, max_output_bytes, cpu_s)
+        config = {"limits": limits, "ready_fd": ready_write}
+        command = [*bwrap_command(shutil.which("bwrap"), tmp_mb, fds), PYTHON, "-I", "-B", "-c", BOOTSTRAP, json.dumps(config)]
+        # As root, bwrap starts as no one: the sandbox is then unprivileged outside as well.
+        as_nobody = dict(user=NOBODY, group=NOBODY, extra_groups=[]) if os.geteuid() == 0 else {}
+        try:
+            process = subprocess.Popen(
+                command, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, pass_fds=(ready_write, *fds.values()),
+                **as_nobody,
+            )
+        except OSError as err:  # e.g. a bwrap that user 65534 may not run
+            os.close(ready_read)
+            return unavailable(f"{command[0]} could not be started ({err}); `{INSTALL}` installs it for every user")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        os.close(ready_write)
+        for fd in fds.values():
+            os.close(fd)
+    try:
+        return _collect(process, ready_read, wall_s, max_output_bytes, cpu_s)
+    finally:
+        os.close(ready_read)
 
 
-def _run(command, workdir, env, uid, wall_s, max_output_bytes, cpu_s) -> SandboxResult:
-    import selectors
-
+def _collect(process: subprocess.Popen, ready_read: int, wall_s: float, max_output_bytes: int, cpu_s: float) -> SandboxResult:
     started = time.monotonic()
-    process = subprocess.Popen(
-        command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, close_fds=True,
-    )
     buffers = {process.stdout: bytearray(), process.stderr: bytearray()}
     selector = selectors.DefaultSelector()
     for stream in buffers:
@@ -265,20 +213,58 @@ def _run(command, workdir, env, uid, wall_s, max_output_bytes, cpu_s) -> Sandbox
             except subprocess.TimeoutExpired:
                 limit_hit = "timeout"
     finally:
-        _kill_all(process, uid)
-        process.wait()
+        _kill(process)
         selector.close()
         for stream in buffers:
             stream.close()
     wall = time.monotonic() - started
     stdout, stderr = (bytes(b).decode("utf-8", errors="replace") for b in buffers.values())
+    os.set_blocking(ready_read, False)
+    try:
+        ready = os.read(ready_read, 1) == b"1"
+    except BlockingIOError:
+        ready = False
+    if not ready and limit_hit is None:  # bwrap stopped before the code started: no sandbox, no run
+        said = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), f"exit code {process.returncode}")
+        return unavailable(f"bubblewrap could not set up the sandbox ({said}); it needs user namespaces "
+                           f"(sysctl user.max_user_namespaces > 0) and `{INSTALL}`")
     if limit_hit == "output_limit":
         stdout = stdout[:max_output_bytes]
         stderr = stderr[: max(0, max_output_bytes - len(stdout))]
         return SandboxResult("output_limit", stdout, stderr, process.returncode, wall, f"output limit: more than {max_output_bytes} bytes")
     if limit_hit == "timeout":
         return SandboxResult("timeout", stdout, stderr, process.returncode, wall, f"wall-clock limit of {wall_s:g} s")
-    status, error = _classify(process.returncode, stderr)
+    returncode = _signal_code(process.returncode)
+    status, error = _classify(returncode, stderr)
     if status == "timeout":
         error = f"CPU time limit of {cpu_s:g} s"
-    return SandboxResult(status, stdout, stderr, process.returncode, wall, error)
+    return SandboxResult(status, stdout, stderr, returncode, wall, error)
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """bwrap and its session; the sandbox's PID namespace (every process in it) dies with bwrap."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+
+
+def _signal_code(returncode: int) -> int:
+    """bwrap reports a code killed by signal N as 128 + N; as Popen does, that is -N here."""
+    if returncode > 128 and returncode - 128 in signal.valid_signals():
+        return -(returncode - 128)
+    return returncode
+
+
+def _classify(returncode: int, stderr: str) -> tuple[str, str]:
+    last = next((line for line in reversed(stderr.strip().splitlines()) if line.strip()), "")
+    if "MemoryError" in last or "Cannot allocate memory" in stderr:
+        return "memory", f"memory limit: {last}"
+    if returncode in (-signal.SIGXCPU, -signal.SIGKILL):  # the soft CPU limit, then the hard one
+        return "timeout", "CPU time limit"
+    if returncode == 0:
+        return "finished", ""
+    if returncode < 0:
+        return "crash", f"killed by signal {signal.Signals(-returncode).name}" + (f": {last}" if last else "")
+    return "crash", last or f"exit code {returncode}"
