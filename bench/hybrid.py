@@ -251,7 +251,8 @@ def main():
     try:
         {"throughput": throughput, "tome": tome, "uncertainty": uncertainty, "knn": knn, "sam": sam, "sharpness": sharpness}[args.what](args)
     except UserError as err:  # a bad --ckpt (or setting): one line, not a traceback
-        sys.exit(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

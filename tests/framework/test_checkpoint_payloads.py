@@ -159,8 +159,9 @@ def test_bench_hybrid_ckpt(payload, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["bench.hybrid", "tome", "--ckpt", str(payload.checkpoint(tmp_path / "b.ckpt"))])
     with pytest.raises(SystemExit) as caught:
         hybrid.main()
-    payload.assert_nothing_ran(caught.value.code)
-    assert str(caught.value.code).startswith("error: --ckpt=")
+    error = capsys.readouterr().err
+    assert caught.value.code == 2 and error.startswith("error: --ckpt=") and error.count("\n") == 1
+    payload.assert_nothing_ran(error.strip())
 
 
 def test_bench_ris_checkpoint(payload, tmp_path):
