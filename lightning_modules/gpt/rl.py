@@ -23,6 +23,7 @@ from torchmetrics import MaxMetric
 
 from datamodules.gpt.arithmetic import Problem, reward
 from datamodules.gpt.chat import render_for_reply
+from hylab.errors import UserError
 from lightning_modules.gpt.module import GPTLanguageModel
 from lightning_modules.gpt.tools import run_in_sandbox, sample_with_tools, text_of
 
@@ -36,7 +37,13 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def cached_tool(wall_s: float = 3.0, memory_mb: int = 256):
     """The sandboxed tool with a memory of code -> output: answers to one problem often repeat
-    the same expression. (Right for pure code like arithmetic, not for code that reads time or files.)"""
+    the same expression. (Right for pure code like arithmetic, not for code that reads time or files.)
+    Without a sandbox this stops in one line: rewards from a tool that never runs would be noise."""
+    from lightning_modules.gpt.sandbox import run_python
+
+    probe = run_python("pass")
+    if probe.status == "unavailable":
+        raise UserError(f"tool calls run in the sandbox: {probe.error}")
     return functools.lru_cache(maxsize=65536)(functools.partial(run_in_sandbox, wall_s=wall_s, memory_mb=memory_mb))
 
 

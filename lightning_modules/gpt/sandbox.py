@@ -27,6 +27,7 @@ namespaces cannot be set up (user namespaces switched off), the status is `unava
 line saying why and what to install, and the code never runs, neither as the caller nor as root.
 """
 
+import functools
 import json
 import logging
 import os
@@ -82,7 +83,13 @@ class SandboxResult:
         return out if len(out) <= limit else out[:limit] + "..."
 
 
+@functools.cache
+def _warn_once(reason: str) -> None:  # a server would otherwise log it at every tool call
+    log.warning(f"the python tool is unavailable: {reason}")
+
+
 def unavailable(reason: str) -> SandboxResult:
+    _warn_once(reason)
     return SandboxResult("unavailable", "", "", None, 0.0, f"the python tool is unavailable: {reason}")
 
 
@@ -145,7 +152,6 @@ def run_python(
     files = {checked_name(name): text for name, text in (files or {}).items()}
     reason = missing_parts()
     if reason:
-        log.warning(reason)
         return unavailable(reason)
     limits = {
         "RLIMIT_CPU": max(1, int(round(cpu_s))),

@@ -35,8 +35,9 @@ TEXT, PYTHON, OUTPUT, MARK = "text", "python", "output", "mark"  # kinds of gene
 
 
 def run_in_sandbox(code: str, wall_s: float = 3.0, memory_mb: int = 256, max_chars: int = 400) -> str:
-    """The tool: run `code` in the sandbox; its stdout, or its error line when it failed. When the
-    code prints nothing, the value of its last expression is shown (a calculator-style call)."""
+    """The tool: run `code` in the sandbox; its stdout, or its error line when it failed (also
+    `the python tool is unavailable: <why>` where no sandbox can be set up: the code never runs
+    then). When the code prints nothing, the value of its last expression is shown (a calculator-style call)."""
     from lightning_modules.gpt.sandbox import run_python
 
     result = run_python(with_last_expression_printed(code), cpu_s=max(1.0, wall_s / 2), memory_mb=memory_mb,
