@@ -155,14 +155,14 @@ def run_python(
         return unavailable(reason)
     limits = {
         "RLIMIT_CPU": max(1, int(round(cpu_s))),
-        "RLIMIT_AS": memory_mb << 20,
+        "RLIMIT_AS": int(memory_mb * 2**20),
         "RLIMIT_NPROC": max_processes,
-        "RLIMIT_FSIZE": max_file_mb << 20,
+        "RLIMIT_FSIZE": int(max_file_mb * 2**20),
         "RLIMIT_NOFILE": max_open_files,
         "RLIMIT_CORE": 0,
     }
     sources = {"main.py": code, **files}
-    tmp_mb = max_file_mb + sum(len(text.encode()) for text in sources.values()) // 2**20 + 1
+    tmp_mb = int(max_file_mb) + sum(len(text.encode()) for text in sources.values()) // 2**20 + 1
     fds = {name: _memfd(name, text) for name, text in sources.items()}
     ready_read, ready_write = os.pipe()
     try:

@@ -197,7 +197,7 @@ def test_sees_no_host_process():
     assert 1 <= len(cmdlines) <= 3 and not any(b"pytest" in line for line in cmdlines)
 
 
-def test_no_network(tmp_path):
+def test_no_network():
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(0.2)
     port = server.getsockname()[1]
