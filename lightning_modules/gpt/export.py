@@ -1,0 +1,190 @@
+"""task=export: a GPT checkpoint as a Hugging Face folder that `transformers` loads offline.
+
+    python run.py experiment=gpt_sft task=export ckpt_path=<run>/checkpoints/last.ckpt
+
+writes into <run dir>/hf (or export.dir):
+
+    config.json               the net's shape, with auto_map to the two modelling files below
+    generation_config.json    bos, the tokens that end a reply (where task=chat stops)
+    model.safetensors         the weights, named as in training under `model.` plus `lm_head`
+    tokenizer.json            the family's byte-level BPE with its special tokens; encoding a
+                              text prepends <|bos|>, as task=generate does
+    tokenizer_config.json     with the chat template (hf/chat_template.jinja): the token ids
+                              of datamodules/gpt/chat.py's rendering
+    configuration_hylab_gpt.py, modeling_hylab_gpt.py   copies of lightning_modules/gpt/hf/
+    README.md                 how to load it
+
+No native architecture computes our net (see hf/modeling_hylab_gpt.py), so loading takes
+`trust_remote_code=True`. Nothing here imports transformers (a dev dependency only); the folder
+is written beside the target and moved into place, so a failed export leaves nothing half-written.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from datamodules.gpt.tokenizer import ASSISTANT_END, BOS, SPECIAL_TOKENS, TOOL_TOKENS
+from hylab.errors import UserError
+from hylab.settings import parse_settings
+from hylab.tasks import TaskResult
+from lightning_modules.gpt.settings import ExportSettings, GPTConfig
+
+HF_SOURCE = Path(__file__).resolve().parent / "hf"
+CODE_FILES = ("configuration_hylab_gpt.py", "modeling_hylab_gpt.py")
+ARCHITECTURE = "HylabGPTForCausalLM"
+
+
+def export_settings(cfg: DictConfig) -> ExportSettings:
+    if cfg.get("export") is None:
+        raise UserError("task=export reads its settings from `export`: add `- /export: gpt` to the experiment's defaults")
+    return parse_settings(ExportSettings, cfg.export, "export")
+
+
+def target_dir(cfg: DictConfig, settings: ExportSettings) -> Path:
+    out = Path(settings.dir).expanduser() if settings.dir else Path(cfg.paths.output_dir) / "hf"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"export.dir={out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not settings.overwrite:
+        raise UserError(f"export.dir={out} is not empty: give another folder or export.overwrite=true")
+    return out
+
+
+def hf_config(config: GPTConfig, dtype: str, bos_id: int, stop_ids: list[int]) -> dict:
+    """config.json: transformers' names for the net's shape (hf/configuration_hylab_gpt.py)."""
+    return {
+        "architectures": [ARCHITECTURE],
+        "model_type": "hylab_gpt",
+        "auto_map": {
+            "AutoConfig": "configuration_hylab_gpt.HylabGPTConfig",
+            "AutoModelForCausalLM": f"modeling_hylab_gpt.{ARCHITECTURE}",
+        },
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.n_embd,
+        "intermediate_size": config.mlp_ratio * config.n_embd,
+        "num_hidden_layers": config.n_layer,
+        "num_attention_heads": config.n_head,
+        "num_key_value_heads": config.n_kv_head,
+        "head_dim": config.head_dim,
+        "max_position_embeddings": config.context_len,
+        "rope_base": config.rope_base,
+        "logit_softcap": config.logit_softcap,
+        "tie_word_embeddings": False,
+        "use_cache": True,
+        "bos_token_id": bos_id,
+        "eos_token_id": stop_ids,
+        "pad_token_id": stop_ids[0],
+        "dtype": dtype,
+    }
+
+
+def generation_config(tokenizer, config: GPTConfig, stop_ids: list[int]) -> dict:
+    """Greedy by default; a reply ends at any chat control token (task=chat stops there too);
+    ids the net has beyond the tokenizer's vocabulary are never sampled (engine's vocab_limit).
+    The pad id is an end id, so generate() never mistakes a prompt's own tokens for padding."""
+    settings = {"bos_token_id": tokenizer.bos_id, "eos_token_id": stop_ids, "pad_token_id": stop_ids[0]}
+    if config.vocab_size > tokenizer.vocab_size:
+        settings["suppress_tokens"] = list(range(tokenizer.vocab_size, config.vocab_size))
+    return settings
+
+
+def hf_tokenizer_json(tokenizer) -> str:
+    """The family's tokenizer with every control token it has as a special added token (so a
+    chat template's "<|user_start|>" is one id) and <|bos|> prepended to an encoded text."""
+    from tokenizers import AddedToken, Tokenizer, processors
+
+    hf = Tokenizer.from_str(tokenizer.to_str())
+    controls = [token for token in SPECIAL_TOKENS + TOOL_TOKENS if tokenizer.id_of(token) is not None]
+    hf.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in controls])
+    hf.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B:1", special_tokens=[(BOS, tokenizer.bos_id)]
+    )
+    return hf.to_str()
+
+
+def tokenizer_config(config: GPTConfig) -> dict:
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": BOS,
+        "eos_token": ASSISTANT_END,
+        "pad_token": ASSISTANT_END,  # only ever under a zero attention mask
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": config.context_len,
+        "padding_side": "left",  # decoder-only: a batch is padded on the left to generate
+        "chat_template": (HF_SOURCE / "chat_template.jinja").read_text(),
+    }
+
+
+def model_card(config: GPTConfig, parameters: int, checkpoint: str) -> str:
+    return f"""# hylab GPT
+
+A {parameters / 1e6:.2f}M-parameter GPT ({config.n_layer} layers, width {config.n_embd}, context {config.context_len})
+exported by hylab's `task=export` from `{checkpoint}`.
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+model = AutoModelForCausalLM.from_pretrained(FOLDER, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(FOLDER)
+chat = pipeline("text-generation", model=FOLDER, trust_remote_code=True)
+chat([{{"role": "user", "content": "What does `json.dumps` do?"}}], max_new_tokens=64)
+```
+
+The chat template renders hylab's own format; the Python tool the model may call
+(<|python_start|> ... <|python_end|>) is not run by transformers.
+"""
+
+
+def write_folder(out: Path, checkpoint, net, settings: ExportSettings) -> int:
+    """Write everything into a sibling folder, then move it into place; returns its size in bytes."""
+    import torch
+    from safetensors.torch import save_file
+
+    tokenizer, config = checkpoint.tokenizer, net.config
+    stop_ids = [tokenizer.id_of(ASSISTANT_END), *(tokenizer.id_of(t) for t in SPECIAL_TOKENS if t != ASSISTANT_END)]
+    dtype = getattr(torch, settings.dtype)
+    weights = {
+        (name if name.startswith("lm_head.") else f"model.{name}"): tensor.detach().to("cpu", dtype).contiguous()
+        for name, tensor in net.state_dict().items()
+    }
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
+    (staging / "model.safetensors").chmod(0o644)  # safetensors creates it private
+    texts = {
+        "config.json": hf_config(config, settings.dtype, tokenizer.bos_id, stop_ids),
+        "generation_config.json": generation_config(tokenizer, config, stop_ids),
+        "tokenizer_config.json": tokenizer_config(config),
+    }
+    for name, content in texts.items():
+        (staging / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n")
+    (staging / "tokenizer.json").write_text(hf_tokenizer_json(tokenizer))
+    (staging / "README.md").write_text(model_card(config, net.num_parameters(), str(checkpoint.path)))
+    for name in CODE_FILES:
+        shutil.copyfile(HF_SOURCE / name, staging / name)
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return sum(path.stat().st_size for path in out.iterdir())
+
+
+def export(cfg: DictConfig) -> TaskResult:
+    settings = export_settings(cfg)
+    if not cfg.get("ckpt_path"):
+        raise UserError("task=export converts a trained model: add ckpt_path=<run dir>/checkpoints/last.ckpt")
+    out = target_dir(cfg, settings)
+    from lightning_modules.gpt.checkpoint import build_net, read_gpt_checkpoint
+
+    checkpoint = read_gpt_checkpoint(cfg.ckpt_path)
+    net = build_net(checkpoint).eval()
+    size = write_folder(out, checkpoint, net, settings)
+    import logging
+
+    logging.getLogger("hylab").info(f"exported {cfg.ckpt_path} to {out} ({size / 1e6:.1f} MB); load it with "
+                                    f"AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True)")
+    metrics = {"export/parameters": float(net.num_parameters()), "export/bytes": float(size)}
+    return TaskResult(metrics=metrics, checkpoints={"evaluated": str(cfg.ckpt_path)}, extra={"export_dir": str(out)})
