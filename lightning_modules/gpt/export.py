@@ -4,22 +4,25 @@
 
 writes into <run dir>/hf (or export.dir):
 
-    config.json               the net's shape, with auto_map to the two modelling files below
+    config.json               transformers' native `nanochat` architecture with our shape
     generation_config.json    bos, the tokens that end a reply (where task=chat stops)
-    model.safetensors         the weights, named as in training under `model.` plus `lm_head`
-    tokenizer.json            the family's byte-level BPE with its special tokens; encoding a
+    model.safetensors         the weights under transformers' names (WEIGHT_NAMES)
+    tokenizer.json            the family's byte-level BPE with its control tokens; encoding a
                               text prepends <|bos|>, as task=generate does
-    tokenizer_config.json     with the chat template (hf/chat_template.jinja): the token ids
-                              of datamodules/gpt/chat.py's rendering
-    configuration_hylab_gpt.py, modeling_hylab_gpt.py   copies of lightning_modules/gpt/hf/
+    tokenizer_config.json     with the chat template (chat_template.jinja): the token ids of
+                              datamodules/gpt/chat.py's rendering
     README.md                 how to load it
 
-No native architecture computes our net (see hf/modeling_hylab_gpt.py), so loading takes
-`trust_remote_code=True`. Nothing here imports transformers (a dev dependency only); the folder
-is written beside the target and moved into place, so a failed export leaves nothing half-written.
+Our net is exactly transformers' NanoChatForCausalLM (both descend from nanochat): a
+parameter-free RMSNorm after the embedding, before attention and the MLP and before the head;
+rotary positions with nanochat's sign, then QK-norm; a ReLU² MLP; no biases; an untied head with
+the logit soft-cap c * tanh(z / c). So the folder needs no code of ours (no trust_remote_code).
+Nothing here imports transformers (a dev dependency only); the folder is written beside the
+target and moved into place, so a failed export leaves nothing half-written.
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -31,9 +34,27 @@ from hylab.settings import parse_settings
 from hylab.tasks import TaskResult
 from lightning_modules.gpt.settings import ExportSettings, GPTConfig
 
-HF_SOURCE = Path(__file__).resolve().parent / "hf"
-CODE_FILES = ("configuration_hylab_gpt.py", "modeling_hylab_gpt.py")
-ARCHITECTURE = "HylabGPTForCausalLM"
+CHAT_TEMPLATE = Path(__file__).resolve().parent / "chat_template.jinja"
+ARCHITECTURE = "NanoChatForCausalLM"
+# our parameter name (regex) -> transformers' NanoChat name
+WEIGHT_NAMES = [
+    (r"wte\.weight", "model.embed_tokens.weight"),
+    (r"blocks\.(\d+)\.attn\.c_q\.weight", r"model.layers.\1.self_attn.q_proj.weight"),
+    (r"blocks\.(\d+)\.attn\.c_k\.weight", r"model.layers.\1.self_attn.k_proj.weight"),
+    (r"blocks\.(\d+)\.attn\.c_v\.weight", r"model.layers.\1.self_attn.v_proj.weight"),
+    (r"blocks\.(\d+)\.attn\.c_proj\.weight", r"model.layers.\1.self_attn.o_proj.weight"),
+    (r"blocks\.(\d+)\.mlp\.c_fc\.weight", r"model.layers.\1.mlp.fc1.weight"),
+    (r"blocks\.(\d+)\.mlp\.c_proj\.weight", r"model.layers.\1.mlp.fc2.weight"),
+    (r"lm_head\.weight", "lm_head.weight"),
+]
+FLOAT32_EPS = 1.1920928955078125e-07  # torch.finfo(torch.float32).eps: F.rms_norm's eps in our net
+
+
+def hf_name(name: str) -> str:
+    for pattern, replacement in WEIGHT_NAMES:
+        if re.fullmatch(pattern, name):
+            return re.sub(pattern, replacement, name)
+    raise ValueError(f"no transformers name for the GPT parameter {name!r}")
 
 
 def export_settings(cfg: DictConfig) -> ExportSettings:
@@ -52,24 +73,22 @@ def target_dir(cfg: DictConfig, settings: ExportSettings) -> Path:
 
 
 def hf_config(config: GPTConfig, dtype: str, bos_id: int, stop_ids: list[int]) -> dict:
-    """config.json: transformers' names for the net's shape (hf/configuration_hylab_gpt.py)."""
+    """config.json: transformers' NanoChatConfig for our net's shape."""
     return {
         "architectures": [ARCHITECTURE],
-        "model_type": "hylab_gpt",
-        "auto_map": {
-            "AutoConfig": "configuration_hylab_gpt.HylabGPTConfig",
-            "AutoModelForCausalLM": f"modeling_hylab_gpt.{ARCHITECTURE}",
-        },
+        "model_type": "nanochat",
         "vocab_size": config.vocab_size,
         "hidden_size": config.n_embd,
         "intermediate_size": config.mlp_ratio * config.n_embd,
         "num_hidden_layers": config.n_layer,
         "num_attention_heads": config.n_head,
         "num_key_value_heads": config.n_kv_head,
-        "head_dim": config.head_dim,
         "max_position_embeddings": config.context_len,
-        "rope_base": config.rope_base,
-        "logit_softcap": config.logit_softcap,
+        "hidden_act": "relu2",
+        "rms_norm_eps": FLOAT32_EPS,
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_base},
+        "final_logit_softcapping": config.logit_softcap or None,
+        "attention_bias": False,
         "tie_word_embeddings": False,
         "use_cache": True,
         "bos_token_id": bos_id,
@@ -114,7 +133,7 @@ def tokenizer_config(config: GPTConfig) -> dict:
         "clean_up_tokenization_spaces": False,
         "model_max_length": config.context_len,
         "padding_side": "left",  # decoder-only: a batch is padded on the left to generate
-        "chat_template": (HF_SOURCE / "chat_template.jinja").read_text(),
+        "chat_template": CHAT_TEMPLATE.read_text(),
     }
 
 
@@ -127,13 +146,14 @@ exported by hylab's `task=export` from `{checkpoint}`.
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
-model = AutoModelForCausalLM.from_pretrained(FOLDER, trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained(FOLDER)  # transformers' NanoChatForCausalLM
 tokenizer = AutoTokenizer.from_pretrained(FOLDER)
-chat = pipeline("text-generation", model=FOLDER, trust_remote_code=True)
+chat = pipeline("text-generation", model=FOLDER)
 chat([{{"role": "user", "content": "What does `json.dumps` do?"}}], max_new_tokens=64)
 ```
 
-The chat template renders hylab's own format; the Python tool the model may call
+The chat template renders hylab's own format. The model was trained on {config.context_len} positions:
+keep the prompt and the new tokens within them. The Python tool the model may call
 (<|python_start|> ... <|python_end|>) is not run by transformers.
 """
 
@@ -146,10 +166,7 @@ def write_folder(out: Path, checkpoint, net, settings: ExportSettings) -> int:
     tokenizer, config = checkpoint.tokenizer, net.config
     stop_ids = [tokenizer.id_of(ASSISTANT_END), *(tokenizer.id_of(t) for t in SPECIAL_TOKENS if t != ASSISTANT_END)]
     dtype = getattr(torch, settings.dtype)
-    weights = {
-        (name if name.startswith("lm_head.") else f"model.{name}"): tensor.detach().to("cpu", dtype).contiguous()
-        for name, tensor in net.state_dict().items()
-    }
+    weights = {hf_name(name): tensor.detach().to("cpu", dtype).contiguous() for name, tensor in net.state_dict().items()}
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -164,8 +181,6 @@ def write_folder(out: Path, checkpoint, net, settings: ExportSettings) -> int:
         (staging / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n")
     (staging / "tokenizer.json").write_text(hf_tokenizer_json(tokenizer))
     (staging / "README.md").write_text(model_card(config, net.num_parameters(), str(checkpoint.path)))
-    for name in CODE_FILES:
-        shutil.copyfile(HF_SOURCE / name, staging / name)
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
@@ -185,6 +200,6 @@ def export(cfg: DictConfig) -> TaskResult:
     import logging
 
     logging.getLogger("hylab").info(f"exported {cfg.ckpt_path} to {out} ({size / 1e6:.1f} MB); load it with "
-                                    f"AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True)")
+                                    f"AutoModelForCausalLM.from_pretrained('{out}')")
     metrics = {"export/parameters": float(net.num_parameters()), "export/bytes": float(size)}
     return TaskResult(metrics=metrics, checkpoints={"evaluated": str(cfg.ckpt_path)}, extra={"export_dir": str(out)})

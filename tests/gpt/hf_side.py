@@ -16,24 +16,25 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 def main(folder: str, cases_path: str, out_path: str) -> None:
     cases = json.loads(open(cases_path).read())
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    plain_tokenizer = AutoTokenizer.from_pretrained(folder)  # no trust_remote_code: the tokenizer needs no code
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()  # no trust_remote_code: a native architecture
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     out = {"model_class": type(model).__name__, "dtype": str(model.dtype)}
     with torch.no_grad():
         out["logits"] = [model(torch.tensor([ids])).logits[0] for ids in cases["prompts"]]
+        out["loss"] = model(torch.tensor([cases["prompts"][0]]), labels=torch.tensor([cases["prompts"][0]])).loss
         width = max(len(ids) for ids in cases["padded"])
         batch = tokenizer.pad({"input_ids": cases["padded"]}, padding="longest", return_tensors="pt")
         assert batch["input_ids"].shape[1] == width
         logits = model(**batch).logits
         out["padded_logits"] = [logits[i, width - len(ids):] for i, ids in enumerate(cases["padded"])]
     n = cases["new_tokens"]
+    greedy = dict(do_sample=False, max_new_tokens=n, min_new_tokens=n, eos_token_id=None)  # n tokens, no stop
     out["greedy"] = [
-        model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), do_sample=False, max_new_tokens=n, min_new_tokens=n, eos_token_id=None)[0, len(ids):].tolist()
+        model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long), **greedy)[0, len(ids):].tolist()
         for ids in cases["greedy"]
     ]
     batch = tokenizer.pad({"input_ids": cases["greedy"]}, padding="longest", return_tensors="pt")
-    generated = model.generate(**batch, do_sample=False, max_new_tokens=n, min_new_tokens=n, eos_token_id=None)
+    generated = model.generate(**batch, **greedy)  # left-padded
     out["greedy_batched"] = generated[:, batch["input_ids"].shape[1]:].tolist()
     out["chats"] = [
         tokenizer.apply_chat_template(chat["messages"], add_generation_prompt=chat["generation_prompt"], tokenize=True,
@@ -41,9 +42,8 @@ def main(folder: str, cases_path: str, out_path: str) -> None:
         for chat in cases["chats"]
     ]
     out["texts"] = [tokenizer(text).input_ids for text in cases["texts"]]
-    out["plain_texts"] = [plain_tokenizer(text).input_ids for text in cases["texts"]]
     out["decoded"] = [tokenizer.decode(ids) for ids in out["texts"]]
-    chat = pipeline("text-generation", model=folder, trust_remote_code=True)
+    chat = pipeline("text-generation", model=folder)
     answer = chat(cases["pipeline_chat"], max_new_tokens=cases["pipeline_new_tokens"], do_sample=False)
     out["pipeline"] = answer[0]["generated_text"]
     torch.save(out, out_path)

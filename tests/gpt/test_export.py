@@ -90,10 +90,9 @@ def test_export_writes_a_hugging_face_folder(exported):
     net, tokenizer, record, _ = exported
     folder = record["export_dir"]
     names = {p for p in os.listdir(folder)}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-            "configuration_hylab_gpt.py", "modeling_hylab_gpt.py"} <= names
+    assert names == {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json", "README.md"}
     config = json.loads(open(f"{folder}/config.json").read())
-    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_hylab_gpt.HylabGPTForCausalLM"
+    assert config["model_type"] == "nanochat" and "auto_map" not in config  # no code of ours to trust
     assert (config["num_key_value_heads"], config["max_position_embeddings"]) == (2, 256)
     assert "<|assistant_start|>" in json.loads(open(f"{folder}/tokenizer_config.json").read())["chat_template"]
     assert record["metrics"]["export/parameters"] == net.num_parameters()
@@ -103,7 +102,7 @@ def test_export_writes_a_hugging_face_folder(exported):
 def test_transformers_computes_what_our_net_computes(exported, transformers_side):
     net, tokenizer, _, _ = exported
     hf = transformers_side
-    assert hf["model_class"] == "HylabGPTForCausalLM" and hf["dtype"] == "torch.float32"
+    assert hf["model_class"] == "NanoChatForCausalLM" and hf["dtype"] == "torch.float32"
     prompts = cases(tokenizer)["prompts"]
     with torch.no_grad():
         ours = [net(torch.tensor([ids]))[0] for ids in prompts]
@@ -111,6 +110,8 @@ def test_transformers_computes_what_our_net_computes(exported, transformers_side
     worst_padded = max((a - b).abs().max().item() for a, b in zip(ours, hf["padded_logits"]))
     print(f"\nmax |logit difference| over {len(prompts)} prompts: {worst:.3g} (left-padded batch: {worst_padded:.3g})")
     assert worst < 1e-4 and worst_padded < 1e-4
+    loss = torch.nn.functional.cross_entropy(ours[0][:-1], torch.tensor(prompts[0][1:]))
+    assert hf["loss"].item() == pytest.approx(loss.item(), abs=1e-5)
     for ids, theirs, batched in zip(cases(tokenizer)["greedy"], hf["greedy"], hf["greedy_batched"]):
         mine = generate_tokens(net, ids, NEW_TOKENS, temperature=0.0, vocab_limit=tokenizer.vocab_size)[0]
         assert len(mine) == NEW_TOKENS and theirs == mine and batched == mine
@@ -127,7 +128,7 @@ def test_the_chat_template_reproduces_our_chat_format(exported, transformers_sid
     assert hf["chats"][3] == render_for_reply(tokenizer, merged)
     assert hf["chats"][4] == render_for_reply(tokenizer, INJECTION)  # control tokens in a message stay text
     texts = cases(tokenizer)["texts"]
-    assert hf["texts"] == hf["plain_texts"] == [[tokenizer.bos_id, *tokenizer.encode(text)] for text in texts]
+    assert hf["texts"] == [[tokenizer.bos_id, *tokenizer.encode(text)] for text in texts]
     assert hf["decoded"] == [tokenizer.decode(ids) for ids in hf["texts"]]
 
 
