@@ -167,20 +167,24 @@ def write_folder(out: Path, checkpoint, net, settings: ExportSettings) -> int:
     stop_ids = [tokenizer.id_of(ASSISTANT_END), *(tokenizer.id_of(t) for t in SPECIAL_TOKENS if t != ASSISTANT_END)]
     dtype = getattr(torch, settings.dtype)
     weights = {hf_name(name): tensor.detach().to("cpu", dtype).contiguous() for name, tensor in net.state_dict().items()}
+    texts = {
+        "config.json": json.dumps(hf_config(config, settings.dtype, tokenizer.bos_id, stop_ids), indent=2) + "\n",
+        "generation_config.json": json.dumps(generation_config(tokenizer, config, stop_ids), indent=2) + "\n",
+        "tokenizer_config.json": json.dumps(tokenizer_config(config), indent=2, ensure_ascii=False) + "\n",
+        "tokenizer.json": hf_tokenizer_json(tokenizer),
+        "README.md": model_card(config, net.num_parameters(), str(checkpoint.path)),
+    }
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
-    (staging / "model.safetensors").chmod(0o644)  # safetensors creates it private
-    texts = {
-        "config.json": hf_config(config, settings.dtype, tokenizer.bos_id, stop_ids),
-        "generation_config.json": generation_config(tokenizer, config, stop_ids),
-        "tokenizer_config.json": tokenizer_config(config),
-    }
-    for name, content in texts.items():
-        (staging / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n")
-    (staging / "tokenizer.json").write_text(hf_tokenizer_json(tokenizer))
-    (staging / "README.md").write_text(model_card(config, net.num_parameters(), str(checkpoint.path)))
+    try:
+        save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / "model.safetensors").chmod(0o644)  # safetensors creates it private
+        for name, text in texts.items():
+            (staging / name).write_text(text)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)

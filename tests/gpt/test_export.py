@@ -51,6 +51,15 @@ def export_overrides(ckpt) -> list[str]:
     return ["experiment=gpt_sft", "task=export", f"ckpt_path={ckpt}"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Our side of the comparisons on one thread (a tiny net; many threads crawl on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
@@ -77,7 +86,8 @@ def transformers_side(exported):
     _, tokenizer, record, root = exported
     inputs, outputs = root / "cases.json", root / "hf_side.pt"
     inputs.write_text(json.dumps(cases(tokenizer)))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(root / "hf_home")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(root / "hf_home"),
+           "OMP_NUM_THREADS": "1"}  # a tiny net: one thread is fastest, by far on a busy CPU
     done = subprocess.run(
         [sys.executable, "-m", "tests.gpt.hf_side", record["export_dir"], str(inputs), str(outputs)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
