@@ -138,7 +138,13 @@ def tokenizer_config(config: GPTConfig) -> dict:
 
 
 def model_card(config: GPTConfig, parameters: int, checkpoint: str) -> str:
-    return f"""# hylab GPT
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags: [nanochat, hylab]
+---
+
+# hylab GPT
 
 A {parameters / 1e6:.2f}M-parameter GPT ({config.n_layer} layers, width {config.n_embd}, context {config.context_len})
 exported by hylab's `task=export` from `{checkpoint}`.
