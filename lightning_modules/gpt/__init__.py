@@ -8,6 +8,7 @@
     engine.py      KV cache, sampling, streaming decode
     checkpoint.py  the config + tokenizer a GPT checkpoint carries, and reading it back
     tasks.py       task=train_tokenizer, task=generate, task=chat
+    export.py      task=export: a checkpoint as a Hugging Face folder (transformers' nanochat)
     callbacks.py   token throughput (tokens/s, FLOP/s, MFU)
     settings.py    GPTConfig and the schemas of the family's config targets
 

@@ -1,5 +1,5 @@
 """Settings of the GPT family's config targets (torch-free): the net's config, the module, the
-throughput callback and the sampling settings of task=generate / task=chat.
+throughput callback, the sampling settings of task=generate / task=chat and those of task=export.
 
 `GPTConfig` is both the net's constructor argument and its schema, so a checkpoint's embedded
 config, the yaml and the check before a run agree by construction.
@@ -109,6 +109,15 @@ class GenerationSettings:
     top_k: int | None = field(metadata=positive())  # None: the whole vocabulary
     seed: int | None
     use_cache: bool
+
+
+@dataclass
+class ExportSettings:
+    """task=export (conf/export/gpt.yaml holds the values): where the Hugging Face folder goes."""
+
+    dir: str | None  # None: <run dir>/hf
+    dtype: Literal["float32", "bfloat16", "float16"]  # of the weights in model.safetensors
+    overwrite: bool  # replace a folder that is not empty
 
 
 @dataclass
