@@ -10,5 +10,5 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet uv 2>/dev/null || python3 -m pip install --quiet --user --break-system-packages uv
 fi
 uv sync --locked
-left=$(( 540 - ($(date +%s) - started) ))
+left=$(( 525 - ($(date +%s) - started) ))
 exec uv run python -m bench.gpu --budget "$(( left > 60 ? left : 60 ))" "$@"
