@@ -11,11 +11,13 @@ it (trainer.check_val_every_n_epoch), in wall and in process CPU seconds; the fi
 each run is left out (warm-up). The overhead is the median over repeats of each repeat's paired
 ratio (the two loops of one repeat run back to back, in alternating order). Both
 sides use the same thread count, the same loaders and batch transform, and the same autocast
-(trainer.precision).
+(trainer.precision), on the device Lightning would pick (a CUDA run is synchronized at each
+epoch's end on both sides). `--json` writes the numbers for other benches (bench.gpu).
 """
 
 import argparse
 import contextlib
+import functools
 import json
 import statistics
 import tempfile
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from hylab.store import compose_for
@@ -47,6 +50,19 @@ def since(start: tuple[float, float]) -> list[float]:
     return [now - then for now, then in zip(clocks(), start)]
 
 
+def device_of(cfg) -> torch.device:
+    """The one device Lightning trains this config on."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if cuda else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so a clock read after it counts it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class EpochTimer(L.Callback):
     """(wall, process CPU) seconds of each training epoch, its validation included when one runs
     (Lightning validates before on_train_epoch_end), saved as JSON."""
@@ -58,6 +74,7 @@ class EpochTimer(L.Callback):
         self._start = clocks()
 
     def on_train_epoch_end(self, trainer, pl_module):
+        synchronize(pl_module.device)
         self.times.append(since(self._start))
 
     def on_fit_end(self, trainer, pl_module):
@@ -74,55 +91,69 @@ def hylab_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[l
     return json.loads(times_file.read_text())
 
 
-def autocast_for(precision) -> contextlib.AbstractContextManager:
-    """The autocast Lightning's precision setting applies to forward and loss (CPU runs)."""
+def autocast_for(precision, device_type: str = "cpu") -> contextlib.AbstractContextManager:
+    """The autocast Lightning's precision setting applies to forward and loss."""
     if str(precision).startswith("bf16"):
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type, dtype=torch.bfloat16)
     if str(precision) not in ("32", "32-true"):
         raise SystemExit(f"trainer.precision={precision}: the plain loop mirrors 32 and bf16-mixed only")
     return contextlib.nullcontext()
 
 
+def train_loss(cfg, net, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, logits) as the configured LightningModule trains: a DeiT student without a teacher
+    learns the labels on both heads (DeiTClassifier), any other classifier on its one head."""
+    eps = cfg.model.label_smoothing
+    if str(cfg.model._target_).endswith("DeiTClassifier"):
+        cls_logits, dist_logits = net(images, separate_heads=True)
+        loss = 0.5 * F.cross_entropy(cls_logits, labels, label_smoothing=eps) + 0.5 * F.cross_entropy(dist_logits, labels, label_smoothing=eps)
+        return loss, (cls_logits + dist_logits) / 2
+    logits = net(images)
+    return smoothed_cross_entropy(logits, labels, eps), logits
+
+
 def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[list[float]]:
+    """[wall, CPU, training images] of each epoch of a plain loop over the same data and net."""
     cfg = compose_run(experiment, overrides, workdir)
     L.seed_everything(cfg.seed)
+    device = device_of(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    net = instantiate(cfg.model.net)
+    net = instantiate(cfg.model.net).to(device)
+    model = torch.compile(net) if cfg.model.get("compile") else net
     optimizer = make_optimizer(instantiate(cfg.model.optimizer), net)
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     steps_per_epoch = len(train_loader)
     schedule = instantiate(cfg.model.scheduler)(optimizer, total_steps=steps_per_epoch * cfg.trainer.max_epochs, steps_per_epoch=steps_per_epoch)
     scheduler = schedule[0]["scheduler"]
-    eps = cfg.model.label_smoothing
     val_every = cfg.trainer.check_val_every_n_epoch or 1
+    autocast = functools.partial(autocast_for, cfg.trainer.precision, device.type)
     times = []
     for epoch in range(cfg.trainer.max_epochs):
         start = clocks()
-        net.train()
-        correct = seen = 0
-        loss_sum = 0.0
+        model.train()
+        # epoch sums stay on the device (the module's epoch means do too): no sync per step
+        correct, loss_sum, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
         for images, labels in train_loader:
-            images, labels = datamodule.transform_batch(images, labels, train=True)
-            with autocast_for(cfg.trainer.precision):
-                logits = net(images)
-                loss = smoothed_cross_entropy(logits, labels, eps)
+            images, labels = datamodule.transform_batch(images.to(device, non_blocking=True), labels.to(device, non_blocking=True), train=True)
+            with autocast():
+                loss, logits = train_loss(cfg, model, images, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.item()
-            correct += (logits.argmax(-1) == labels).sum().item()
+            loss_sum += loss.detach()
+            correct += (logits.argmax(-1) == labels).sum()
             seen += len(labels)
         if (epoch + 1) % val_every == 0:
-            net.eval()
-            with torch.no_grad(), autocast_for(cfg.trainer.precision):
-                val_correct = val_seen = 0
+            model.eval()
+            with torch.no_grad(), autocast():
+                val_correct = torch.zeros((), device=device)
                 for images, labels in val_loader:
-                    images, labels = datamodule.transform_batch(images, labels, train=False)
-                    val_correct += (net(images).argmax(-1) == labels).sum().item()
-                    val_seen += len(labels)
-        times.append(since(start))
+                    images, labels = datamodule.transform_batch(images.to(device, non_blocking=True), labels.to(device, non_blocking=True), train=False)
+                    val_correct += (model(images).argmax(-1) == labels).sum()
+        synchronize(device)
+        times.append([*since(start), seen])
     return times
 
 
@@ -131,6 +162,7 @@ def main() -> None:
     parser.add_argument("--experiment", default="fmnist_speed")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the numbers to this file")
     parser.add_argument("overrides", nargs="*", help="further run.py overrides for both loops (the plain loop ignores trainer.limit_*)")
     args = parser.parse_args()
     # the recipe's own validation cadence, at this run length (fmnist_speed: after the last epoch)
@@ -153,8 +185,8 @@ def main() -> None:
                 times = loops[name](args.experiment, overrides, Path(tmp) / f"{name}{repeat}")[1:]
                 per_epoch[name] += times
                 medians[name] = [statistics.median(t[i] for t in times) for i in (0, 1)]
-                print(f"  repeat {repeat} {name:5s}: " + " ".join(f"{w:6.2f}" for w, _ in times) + "  s/epoch wall, "
-                      + " ".join(f"{c:6.2f}" for _, c in times) + "  s/epoch CPU", flush=True)
+                print(f"  repeat {repeat} {name:5s}: " + " ".join(f"{t[0]:6.2f}" for t in times) + "  s/epoch wall, "
+                      + " ".join(f"{t[1]:6.2f}" for t in times) + "  s/epoch CPU", flush=True)
             ratios.append([medians["hylab"][i] / medians["plain"][i] for i in (0, 1)])
     print()
     print("| loop  | epochs timed | median s/epoch (wall) | median s/epoch (CPU) |")
@@ -169,6 +201,13 @@ def main() -> None:
         print(f"| {repeat:6d} | {wall:20.3f} | {cpu:19.3f} |")
     wall, cpu = (statistics.median(r[i] for r in ratios) for i in (0, 1))
     print(f"\noverhead, median over repeats of the paired ratio: {100 * (wall - 1):+.1f}% wall, {100 * (cpu - 1):+.1f}% CPU")
+    if args.json:
+        images = per_epoch["plain"][0][2]
+        Path(args.json).write_text(json.dumps({
+            "experiment": args.experiment, "overrides": overrides, "images_per_epoch": images, "ratios": ratios,
+            "median_ratio": {"wall": wall, "cpu": cpu},
+            "images_per_s": {name: images / statistics.median(v[0] for v in per_epoch[name]) for name in per_epoch},
+        }, indent=1))
 
 
 if __name__ == "__main__":

