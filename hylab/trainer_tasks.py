@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.epoch_seed import EpochSeed
+from callbacks.model_summary import ModelSummaryWithoutFlops
 from callbacks.preemption import SaveOnPreemption
 from callbacks.run_config import EmbedRunConfig
 from hylab.checkpoint_io import AtomicCheckpointIO
@@ -69,13 +70,16 @@ def built(cfg: DictConfig):
 
 def framework_callbacks(cfg: DictConfig, resolved: dict) -> list[L.Callback]:
     """What every Trainer run gets: its config and provenance in each checkpoint, a checkpoint
-    when a signal stops it, and epochs seeded by (seed, epoch) so a resumed run repeats them."""
+    when a signal stops it, epochs seeded by (seed, epoch) so a resumed run repeats them, and
+    the model summary without Lightning's FLOPs column (always 0 here)."""
     from hylab.provenance import provenance
 
     output_dir = Path(cfg.paths.output_dir)
     added = [EmbedRunConfig(resolved, str(output_dir), provenance()), SaveOnPreemption(str(output_dir / "checkpoints"))]
     if cfg.get("seed") is not None:
         added.append(EpochSeed(cfg.seed))
+    if cfg.trainer.get("enable_model_summary", True) is not False:
+        added.append(ModelSummaryWithoutFlops())  # Lightning then adds none of its own
     return added
 
 
