@@ -16,6 +16,7 @@ from hylab.ddp import is_rank_zero_process
 from hylab.provenance import provenance
 from hylab.resume import mark_resumed, resume_unfinished, this_process
 from hylab.errors import UserError
+from hylab.redact import redact_hydra_files
 from hylab.records import now_iso, plain_metrics, write_run_record
 from hylab.store import RunStore, training_config, training_hash
 
@@ -143,6 +144,7 @@ def run(cfg: DictConfig) -> float | None:
         record["config_hash"] = training_hash(cfg)
         record |= resume_unfinished(cfg, record["config_hash"], output_dir)
     if rank_zero:
+        redact_hydra_files(output_dir)
         record["provenance"] = provenance(output_dir)
         write_run_record(output_dir, record)  # a run killed outright still leaves its record
     if cfg.get("keep_freed_memory"):

@@ -28,6 +28,7 @@ from callbacks.run_config import EmbedRunConfig
 from hylab.checkpoint_io import AtomicCheckpointIO
 from hylab.ddp import leaves_process_as_found
 from hylab.errors import UserError
+from hylab.redact import redact
 from hylab.instantiate import build, instantiate_group
 from hylab.tasks import TaskResult
 
@@ -48,7 +49,7 @@ def built(cfg: DictConfig):
     datamodule = build(cfg.data)
     log.info(f"model: {cfg.model._target_}")
     model = build(cfg.model)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = redact(OmegaConf.to_container(cfg, resolve=True))  # goes into checkpoints and logger hparams
     callbacks = instantiate_group(cfg.get("callbacks")) + framework_callbacks(cfg, resolved)
     loggers = instantiate_group(cfg.get("logger"))
     # checkpoints written atomically, unless the config brings its own checkpoint plugins
