@@ -77,15 +77,22 @@ class AccessLog:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started, status = time.perf_counter(), [0]
+        started, status, logged = time.perf_counter(), [0], [False]
+
+        def line() -> None:
+            if not logged[0]:
+                logged[0] = True
+                client = "{}:{}".format(*scope["client"]) if scope.get("client") else "-"
+                log.info(f'{client} "{scope["method"]} {scope["path"]}" {status[0] or "-"} {time.perf_counter() - started:.3f}s')
 
         async def sending(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                line()  # before the last byte leaves: a client that reads the log after its reply finds the line
             await send(message)
 
         try:
             await self.app(scope, receive, sending)
         finally:
-            client = "{}:{}".format(*scope["client"]) if scope.get("client") else "-"
-            log.info(f'{client} "{scope["method"]} {scope["path"]}" {status[0] or "-"} {time.perf_counter() - started:.3f}s')
+            line()
