@@ -4,7 +4,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from hylab.redact import redact, redact_text
+from hylab.redact import redact
 
 FIRST_FIELDS = ("task", "data", "model", "callbacks", "logger", "trainer", "paths")
 
@@ -22,7 +22,7 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
         if isinstance(node, DictConfig):
             text = OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(node, resolve=True))))
         else:
-            text = redact_text(str(node))
+            text = str(redact({name: node})[name])
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
     if save_to is not None:

@@ -10,8 +10,9 @@ from pathlib import Path
 REDACTED = "<redacted>"
 SECRET_NAME = re.compile(r"(^|[_-])(token|secret|password|passwd|api_?key|secret_?key|access_?key)$", re.IGNORECASE)
 
-# `key=value` inside a command line or an override, the key possibly dotted and prefixed (+, ++, ~)
-ASSIGNMENT = re.compile(r"(?P<key>[+~]{0,2}[A-Za-z_][\w.\-]*)=(?P<value>(\"[^\"]*\"|'[^']*'|\S)*)")
+# `key=value` inside a command line, an override or Hydra's comma-joined override_dirname; the key
+# possibly dotted and prefixed (+, ++, ~)
+ASSIGNMENT = re.compile(r"(?P<key>[+~]{0,2}[A-Za-z_][\w.\-]*)=(?P<value>(\"[^\"]*\"|'[^']*'|[^\s,])*)")
 
 def is_secret_name(name: str) -> bool:
     last = str(name).rsplit(".", 1)[-1].lower()

@@ -24,7 +24,7 @@ log = logging.getLogger("hylab")
 def serve_settings(cfg: DictConfig) -> ServeSettings:
     node = cfg.get("serve")
     plain = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-    if "token" in plain:
+    if plain.pop("token", None) is not None:
         raise UserError(f"serve.token would be written into the run folder and shown in the process list: put the token in "
                         f"the {TOKEN_ENV} environment variable, or in a file readable only by you and give serve.token_file=<path>")
     return parse_settings(ServeSettings, plain, "serve")
