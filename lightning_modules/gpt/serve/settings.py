@@ -33,4 +33,5 @@ class ServeSettings:
     tools: bool = True  # run the model's Python tool calls (when its tokenizer has the tool tokens)
     tool_wall_s: float = field(default=3.0, metadata=positive())
     tool_memory_mb: int = field(default=256, metadata=positive())
+    tool_workers: int | None = field(default=None, metadata=positive())  # tool calls run at once; None: half the CPUs
     access_log: bool = True  # one line per request: method, path, status, seconds

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -61,9 +62,23 @@ def model_identity(ckpt_path: str, experiment: str | None) -> tuple[str, int]:
     return f"{record.get('experiment') or experiment or 'gpt'}-{short}", int(path.stat().st_mtime)
 
 
+TOOL_NICENESS = 10  # tool processes yield the CPU to token streaming
+
+
+def lower_priority() -> None:
+    """Run in each tool thread: on Linux a thread has its own nice value and the processes it
+    starts inherit it, so a tool call's computation does not take cores from the decoding thread."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + TOOL_NICENESS))
+    except (AttributeError, OSError):  # not Linux: the pool runs at the server's priority
+        pass
+
+
 def build_server(net, tokenizer, name: str, settings: ServeSettings, token: str | None = None, created: int = 0):
     """(app, worker) for a net and its tokenizer; the worker is started. Tool calls run in a pool
-    of threads (each waits for its sandbox process), not in the thread that decodes."""
+    of threads at a lower priority (each waits for its sandbox process), not in the thread that
+    decodes."""
     from concurrent.futures import ThreadPoolExecutor
 
     from lightning_modules.gpt.serve.app import ServedModel, create_app
@@ -73,7 +88,8 @@ def build_server(net, tokenizer, name: str, settings: ServeSettings, token: str 
     tools = settings.tools and tokenizer.has_tools
     run_tool = None
     if tools:
-        pool = ThreadPoolExecutor(max_workers=settings.max_active, thread_name_prefix="gpt-tool")
+        workers = settings.tool_workers or max(1, (os.cpu_count() or 2) // 2)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpt-tool", initializer=lower_priority)
         sandboxed = functools.partial(run_in_sandbox, wall_s=settings.tool_wall_s, memory_mb=settings.tool_memory_mb)
         run_tool = functools.partial(pool.submit, sandboxed)
     make_stream = functools.partial(reply_pieces, net, tokenizer, run_tool=run_tool)
