@@ -23,9 +23,10 @@ def served():
     checkpoint = os.environ.get("GPT_SERVE_CKPT")
     if checkpoint:
         from lightning_modules.gpt.checkpoint import build_net, read_gpt_checkpoint
+        from lightning_modules.gpt.serve.task import model_identity
 
         gpt = read_gpt_checkpoint(checkpoint)
-        return build_net(gpt).eval(), gpt.tokenizer, os.path.basename(checkpoint)
+        return build_net(gpt).eval(), gpt.tokenizer, model_identity(checkpoint, None)[0]
     net, tokenizer = tiny_model()
     return net, tokenizer, "tiny-test"
 
