@@ -14,9 +14,11 @@ SECRET_NAME = re.compile(r"(^|[_-])(token|secret|password|passwd|api_?key|secret
 # possibly dotted and prefixed (+, ++, ~)
 ASSIGNMENT = re.compile(r"(?P<key>[+~]{0,2}[A-Za-z_][\w.\-]*)=(?P<value>(\"[^\"]*\"|'[^']*'|[^\s,])*)")
 
+
 def is_secret_name(name: str) -> bool:
     last = str(name).rsplit(".", 1)[-1].lower()
     return bool(SECRET_NAME.search(last))
+
 
 def redact(tree):
     """A copy of a plain tree (dicts, lists, strings) with secret values replaced (a secret is a
@@ -29,6 +31,7 @@ def redact(tree):
         return redact_text(tree)
     return tree
 
+
 def redact_text(text: str) -> str:
     """`serve.token=abc` -> `serve.token=<redacted>` wherever it occurs (overrides, command lines)."""
     if "=" not in text:
@@ -39,6 +42,7 @@ def redact_text(text: str) -> str:
         return f"{match.group('key')}={REDACTED}" if is_secret_name(key) and match.group("value") else match.group(0)
 
     return ASSIGNMENT.sub(replace, text)
+
 
 def redact_hydra_files(output_dir: Path) -> None:
     """Rewrite the .hydra/*.yaml Hydra saved at job start, when they hold a secret."""

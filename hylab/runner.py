@@ -13,11 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from hylab.checks import check_config
 from hylab.ddp import is_rank_zero_process
-from hylab.provenance import provenance
-from hylab.resume import mark_resumed, resume_unfinished, this_process
 from hylab.errors import UserError
-from hylab.redact import redact_hydra_files
+from hylab.provenance import provenance
 from hylab.records import now_iso, plain_metrics, write_run_record
+from hylab.redact import redact_hydra_files
+from hylab.resume import mark_resumed, resume_unfinished, this_process
 from hylab.store import RunStore, training_config, training_hash
 
 log = logging.getLogger("hylab")

@@ -100,17 +100,14 @@ def build_server(net, tokenizer, name: str, settings: ServeSettings, token: str 
 
 def serve(cfg: DictConfig) -> TaskResult:
     import uvicorn
+    from hydra.core.hydra_config import HydraConfig
 
     from lightning_modules.gpt.tasks import load_for_sampling
 
     settings = serve_settings(cfg)
     token = access_token(settings)
     net, tokenizer = load_for_sampling(cfg)
-    experiment = None
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        experiment = HydraConfig.get().runtime.choices.get("experiment")
+    experiment = HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None
     name, created = model_identity(cfg.ckpt_path, experiment)
     name = settings.model_name or name
     app, worker = build_server(net, tokenizer, name, settings, token, created)
