@@ -7,6 +7,11 @@ and to the end of the reply, as a client measures them over HTTP (p50 / p90 / ma
 The server is the real app (uvicorn on a loopback port, the queued round-robin worker); the N
 chats start together, each in its own thread, with different questions and seeds. Printed as a
 markdown table; results also go to bench/out/gpt_serve.json.
+
+    uv run python -m bench.gpt_serve --chats 32 --tool-chats 8   # do tool calls hold up the others?
+
+With --tool-chats K, K of the chats call the Python tool while the others arrive, and the others'
+latencies are compared with and without tool calls (bench/gpt_serve_tools.py says how).
 """
 
 import argparse
@@ -51,14 +56,25 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="batches of --chats concurrent chats")
+    parser.add_argument("--tool-chats", type=int, default=0, help="this many of the chats call the tool (see bench/gpt_serve_tools.py)")
     args = parser.parse_args()
+    if args.tool_chats:
+        from bench.gpt_serve_tools import print_table, run
+
+        net, tokenizer, name = load(args.ckpt)
+        result = run(net, tokenizer, name, args.chats, args.tool_chats, args.max_tokens, args.rounds)
+        out = ROOT / "bench" / "out"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gpt_serve_tools.json").write_text(json.dumps(result, indent=2) + "\n")
+        print_table(result)
+        return
 
     from lightning_modules.gpt.serve.client import running, stream
     from lightning_modules.gpt.serve.settings import ServeSettings
     from lightning_modules.gpt.serve.task import build_server
 
     net, tokenizer, name = load(args.ckpt)
-    app, worker = build_server(net, tokenizer, name, ServeSettings(max_active=args.chats, max_new_tokens=args.max_tokens))
+    app, worker = build_server(net, tokenizer, name, ServeSettings(max_active=args.chats, max_queue=2 * args.chats, max_new_tokens=args.max_tokens))
     first, full, tokens = [], [], []
 
     def chat(i: int, port: int) -> None:

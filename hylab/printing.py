@@ -4,6 +4,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from hylab.redact import redact
+
 FIRST_FIELDS = ("task", "data", "model", "callbacks", "logger", "trainer", "paths")
 
 
@@ -17,7 +19,10 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
     for name in ordered:
         branch = tree.add(str(name), style="bold", guide_style="dim")
         node = cfg[name]
-        text = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, DictConfig) else str(node)
+        if isinstance(node, DictConfig):
+            text = OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(node, resolve=True))))
+        else:
+            text = str(redact({name: node})[name])
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
     if save_to is not None:

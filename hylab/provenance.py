@@ -14,6 +14,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from hylab.redact import redact_text
 from hylab.resolvers import PROJECT_ROOT
 
 PACKAGES = ("torch", "lightning", "hydra-core", "omegaconf", "timm", "torchmetrics", "optuna", "tokenizers", "numpy")
@@ -112,7 +113,7 @@ def provenance(run_dir: Path | None = None) -> dict:
         git["diff_file"] = save_diff(run_dir)
     return {
         "git": git,
-        "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
+        "command": redact_text(" ".join(getattr(sys, "orig_argv", sys.argv))),
         "python": static["python"],
         "packages": static["packages"],
         "machine": {**static["machine"], "gpus": gpus()},

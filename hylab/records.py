@@ -52,8 +52,10 @@ def _json_safe(value):
 
 
 def write_run_record(output_dir: Path, record: dict) -> Path:
+    from hylab.redact import redact
+
     path = Path(output_dir) / METRICS_FILE
-    atomic_write_text(path, json.dumps(_json_safe(record), indent=2, default=str, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(_json_safe(redact(record)), indent=2, default=str, sort_keys=False) + "\n")
     return path
 
 

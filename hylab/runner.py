@@ -13,10 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from hylab.checks import check_config
 from hylab.ddp import is_rank_zero_process
-from hylab.provenance import provenance
-from hylab.resume import mark_resumed, resume_unfinished, this_process
 from hylab.errors import UserError
+from hylab.provenance import provenance
 from hylab.records import now_iso, plain_metrics, write_run_record
+from hylab.redact import redact_hydra_files
+from hylab.resume import mark_resumed, resume_unfinished, this_process
 from hylab.store import RunStore, training_config, training_hash
 
 log = logging.getLogger("hylab")
@@ -24,13 +25,31 @@ log = logging.getLogger("hylab")
 SIGNAL_EXIT_CODE = 143  # 128 + SIGTERM, what shells and schedulers expect of a terminated job
 
 
+# Lightning's lines that say nothing about the run: an advert for its cloud logger, and the note
+# that our own model summary callback (callbacks/model_summary.py) replaces its default one.
+UNINFORMATIVE = ("💡 Tip:", "Trainer already configured with model summary callbacks")
+# Lightning 2.6's own pytree helper builds torch's deprecated `LeafSpec` on every fit; not ours to fix.
+DEPRECATED_INSIDE_LIGHTNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
+
+def drop_uninformative(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(UNINFORMATIVE)
+
+
 def route_lightning_logs_through_root() -> None:
     """`import lightning` adds its own console handler and still propagates to the root logger,
-    which Hydra has set up (console + run log file): every line would print twice."""
+    which Hydra has set up (console + run log file): every line would print twice. Lightning's
+    advert and a deprecation inside Lightning are left out of every run's output."""
+    import warnings
+
     if logging.getLogger().hasHandlers():
         lightning_logger = logging.getLogger("lightning")
         for handler in list(lightning_logger.handlers):
             lightning_logger.removeHandler(handler)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        if drop_uninformative not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(drop_uninformative)
+    warnings.filterwarnings("ignore", message=DEPRECATED_INSIDE_LIGHTNING, category=FutureWarning)
 
 
 def optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
@@ -125,6 +144,7 @@ def run(cfg: DictConfig) -> float | None:
         record["config_hash"] = training_hash(cfg)
         record |= resume_unfinished(cfg, record["config_hash"], output_dir)
     if rank_zero:
+        redact_hydra_files(output_dir)
         record["provenance"] = provenance(output_dir)
         write_run_record(output_dir, record)  # a run killed outright still leaves its record
     if cfg.get("keep_freed_memory"):

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hylab.ddp import DISTRIBUTED_ENV
 from hylab.errors import UserError
 from hylab.instantiate import affects_training
+from hylab.redact import redact
 from hylab.records import METRICS_FILE, atomic_write_text, now_iso
 
 log = logging.getLogger("hylab.store")
@@ -71,7 +72,7 @@ def training_config(cfg: DictConfig) -> dict:
         if isinstance(nodes, dict):
             # a switched-off entry (null) trains the same as an absent one
             container[group] = {name: node for name, node in nodes.items() if node is not None and affects_training(node)}
-    return _drop_names(container, set(store.get("ignore_names", [])))
+    return redact(_drop_names(container, set(store.get("ignore_names", []))))
 
 
 def training_hash(cfg: DictConfig) -> str:

@@ -22,11 +22,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.epoch_seed import EpochSeed
+from callbacks.model_summary import ModelSummaryWithoutFlops
 from callbacks.preemption import SaveOnPreemption
 from callbacks.run_config import EmbedRunConfig
 from hylab.checkpoint_io import AtomicCheckpointIO
 from hylab.ddp import leaves_process_as_found
 from hylab.errors import UserError
+from hylab.redact import redact
 from hylab.instantiate import build, instantiate_group
 from hylab.tasks import TaskResult
 
@@ -47,7 +49,7 @@ def built(cfg: DictConfig):
     datamodule = build(cfg.data)
     log.info(f"model: {cfg.model._target_}")
     model = build(cfg.model)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = redact(OmegaConf.to_container(cfg, resolve=True))  # goes into checkpoints and logger hparams
     callbacks = instantiate_group(cfg.get("callbacks")) + framework_callbacks(cfg, resolved)
     loggers = instantiate_group(cfg.get("logger"))
     # checkpoints written atomically, unless the config brings its own checkpoint plugins
@@ -69,13 +71,16 @@ def built(cfg: DictConfig):
 
 def framework_callbacks(cfg: DictConfig, resolved: dict) -> list[L.Callback]:
     """What every Trainer run gets: its config and provenance in each checkpoint, a checkpoint
-    when a signal stops it, and epochs seeded by (seed, epoch) so a resumed run repeats them."""
+    when a signal stops it, epochs seeded by (seed, epoch) so a resumed run repeats them, and
+    the model summary without Lightning's FLOPs column (always 0 here)."""
     from hylab.provenance import provenance
 
     output_dir = Path(cfg.paths.output_dir)
     added = [EmbedRunConfig(resolved, str(output_dir), provenance()), SaveOnPreemption(str(output_dir / "checkpoints"))]
     if cfg.get("seed") is not None:
         added.append(EpochSeed(cfg.seed))
+    if cfg.trainer.get("enable_model_summary", True) is not False:
+        added.append(ModelSummaryWithoutFlops())  # Lightning then adds none of its own
     return added
 
 

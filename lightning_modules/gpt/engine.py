@@ -48,9 +48,10 @@ class KVCache:
         return other
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None) -> torch.Tensor:
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None, top_p: float = 1.0) -> torch.Tensor:
     """One token per row from logits (B, V): argmax at temperature 0, else softmax(logits / t)
-    restricted to the top_k largest."""
+    restricted to the top_k largest, then to the smallest set whose probability reaches top_p
+    (nucleus sampling, Holtzman et al. 2020; the most likely token is always kept)."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
@@ -58,6 +59,10 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, gen
         kth = torch.topk(logits, min(top_k, logits.size(-1)), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        ordered, order = probs.sort(dim=-1, descending=True)
+        outside = ordered.cumsum(dim=-1) - ordered >= top_p  # the mass before a token already reaches top_p
+        probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

@@ -103,7 +103,7 @@ class GenerationSettings:
     """conf/generation/gpt.yaml holds the values (no defaults here: one source of truth)."""
 
     prompt: str
-    max_new_tokens: int = field(metadata=positive())
+    max_new_tokens: int | None = field(metadata=positive())  # None: what the context leaves after the prompt
     num_samples: int = field(metadata=positive())
     temperature: float = field(metadata=non_negative())  # 0: greedy
     top_k: int | None = field(metadata=positive())  # None: the whole vocabulary

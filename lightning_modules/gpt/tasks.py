@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -63,10 +63,11 @@ def generate_text(cfg: DictConfig) -> TaskResult:
     net, tokenizer = load_for_sampling(cfg)
     g = generation_settings(cfg)
     prompt = [tokenizer.bos_id, *tokenizer.encode(g.prompt)]
+    max_new_tokens = g.max_new_tokens or net.config.context_len - len(prompt)  # None: what the context leaves
     started = time.perf_counter()
     try:
         rows = generate_tokens(
-            net, prompt, g.max_new_tokens, stop_ids=[tokenizer.bos_id], num_samples=g.num_samples,
+            net, prompt, max_new_tokens, stop_ids=[tokenizer.bos_id], num_samples=g.num_samples,
             temperature=g.temperature, top_k=g.top_k, seed=g.seed, vocab_limit=tokenizer.vocab_size, use_cache=g.use_cache,
         )
     except ValueError as err:
@@ -124,7 +125,7 @@ def chat(cfg: DictConfig) -> TaskResult:
     net, tokenizer = load_for_sampling(cfg)
     g = generation_settings(cfg)
     context_len = net.config.context_len  # the trained context, not the whole rotary table
-    max_new = min(g.max_new_tokens, context_len // 2)
+    room = min(g.max_new_tokens or context_len // 2, context_len // 2)  # old exchanges are dropped to leave this
     if tokenizer.id_of(ASSISTANT_START) is None:
         raise UserError(f"ckpt_path={cfg.ckpt_path} has a tokenizer without chat tokens")
     out = sys.stdout
@@ -150,11 +151,12 @@ def chat(cfg: DictConfig) -> TaskResult:
             out.write("(conversation cleared)\n")
             continue
         conversation.append({"role": "user", "content": text})
-        prompt = fit_to_context(tokenizer, conversation, max_new, context_len)
+        prompt = fit_to_context(tokenizer, conversation, room, context_len)
+        reply_settings = replace(g, max_new_tokens=min(g.max_new_tokens or context_len, context_len - len(prompt)))
         out.write("gpt> ")
         out.flush()
         try:
-            reply = replier(net, tokenizer, prompt, g, out)
+            reply = replier(net, tokenizer, prompt, reply_settings, out)
         except KeyboardInterrupt:
             reply = []
             out.write(" [interrupted]")

@@ -16,6 +16,7 @@ tokens: then nothing is ever forced and this is plain sampling that stops at the
 import ast
 import collections
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +33,7 @@ from datamodules.gpt.tokenizer import (
 from lightning_modules.gpt.engine import KVCache, StreamingDecoder, sample_next
 
 TEXT, PYTHON, OUTPUT, MARK = "text", "python", "output", "mark"  # kinds of generated tokens
+WAITING = "waiting"  # reply_pieces: no token this time, a tool call is running
 
 
 def run_in_sandbox(code: str, wall_s: float = 3.0, memory_mb: int = 256, max_chars: int = 400) -> str:
@@ -109,11 +111,15 @@ def generate_with_tools(
     top_k: int | None = None,
     seed: int | None = None,
     run_tool: Callable[[str], str] | None = run_in_sandbox,
+    top_p: float = 1.0,
     max_output_tokens: int = 64,
     max_tool_calls: int = 4,
 ) -> Iterator[list[Step]]:
     """Yield, per position, the Steps of the rows still going; `rows` of the returned generator's
-    final value (StopIteration.value) holds every row. A stop token ends a row (it is in its tokens)."""
+    final value (StopIteration.value) holds every row. A stop token ends a row (it is in its tokens).
+
+    `run_tool` returns the output, or a `concurrent.futures.Future` of it: then, while the call
+    runs, the generator yields empty lists, so one thread can step other replies in between."""
     if not prompt:
         raise ValueError("the prompt must hold at least one token")
     total = len(prompt) + max_new_tokens
@@ -131,7 +137,7 @@ def generate_with_tools(
         logits = logits[:, : tokenizer.vocab_size].clone()
         if banned:
             logits[:, banned] = float("-inf")
-        return sample_next(logits, temperature, top_k, generator)
+        return sample_next(logits, temperature, top_k, generator, top_p)
 
     prefill = KVCache(net, 1, total, net.wte.weight.dtype, device)
     logits = net(torch.tensor([list(prompt)], device=device), kv_cache=prefill)[:, -1].expand(num_samples, -1)
@@ -150,6 +156,9 @@ def generate_with_tools(
             kind = advance(row, token, tools, stops, forced)
             if kind == MARK and token == getattr(tools, "python_end", None) and not forced:
                 output = run_tool(tokenizer.decode(row.code or [])) if row.tool_calls < max_tool_calls else "too many tool calls"
+                while isinstance(output, Future) and not output.done():
+                    yield []  # the tool runs elsewhere: the caller steps other work meanwhile
+                output = output.result() if isinstance(output, Future) else output
                 row.tool_calls += 1
                 row.code = None
                 row.queue.extend([tools.output_start, *tokenizer.encode(output)[:max_output_tokens], tools.output_end])
@@ -201,14 +210,18 @@ def reply_pieces(net, tokenizer, prompt: list[int], sampling, run_tool=run_in_sa
     the assistant's own text are appended to `text_tokens` when given."""
     stream = generate_with_tools(
         net, tokenizer, prompt, sampling.max_new_tokens, temperature=sampling.temperature, top_k=sampling.top_k,
-        seed=sampling.seed, run_tool=run_tool,
+        seed=sampling.seed, run_tool=run_tool, top_p=sampling.top_p,
     )
     decoder, kind = None, None
     while True:
         try:
-            (step,) = next(stream)
+            steps = next(stream)
         except StopIteration as end:
             return "stop" if end.value and end.value[0].done else "length"
+        if not steps:  # a tool call is still running
+            yield WAITING, ""
+            continue
+        (step,) = steps
         if step.kind == MARK:  # a segment ends: its decoder starts afresh
             decoder = None
             yield TEXT, ""

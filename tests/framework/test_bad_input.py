@@ -63,8 +63,13 @@ def test_each_search_runs_as_typed(search, experiment):
 
 @pytest.mark.slow
 def test_records_name_code_command_and_machine_and_evaluation_reports_the_checkpoints_own(tmp_path):
+    """Also: a run's output holds Lightning's model summary without its FLOPs, and none of its adverts."""
     done = run_cli(["debug=limit", "trainer.max_epochs=1", "callbacks.progress_bar=null"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr  # what the user reads: no advert, no deprecation from inside Lightning, no FLOPs of 0
+    assert "Total params" in output and "Trainable params" in output
+    for noise in ("💡", "litlogger", "LeafSpec", "FLOPs", "Flops"):
+        assert noise not in output, noise
     (run_dir,) = run_dirs(tmp_path)
     record = json.loads((run_dir / "metrics.json").read_text())
     prov = record["provenance"]

@@ -68,6 +68,9 @@ def test_sampling_rules():
     assert sample_next(logits, 0.0, None, None).item() == 1
     generator = torch.Generator().manual_seed(0)
     assert {sample_next(logits, 5.0, 2, generator).item() for _ in range(50)} == {1, 3}  # only the top 2
+    nucleus = torch.log(torch.tensor([[0.1, 0.5, 0.15, 0.25]]))  # sorted: 0.5, 0.25 | 0.15, 0.1
+    assert {sample_next(nucleus, 1.0, None, generator, 0.7).item() for _ in range(200)} == {1, 3}  # 0.5 < 0.7 <= 0.75
+    assert {sample_next(nucleus, 1.0, None, generator, 0.5).item() for _ in range(50)} == {1}
 
 
 def test_streaming_decoder_holds_back_half_characters():

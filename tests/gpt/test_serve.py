@@ -1,14 +1,13 @@
 """task=serve over real HTTP: the page, streamed chat, the OpenAI-style endpoint, errors and limits,
-access token, cancellation, several chats at once."""
+replies as typed (no max_tokens), access token, cancellation, several chats at once."""
 
 import threading
 import time
 
 import pytest
 
-from hylab.errors import UserError
 from lightning_modules.gpt.serve.settings import ServeSettings
-from lightning_modules.gpt.serve.task import build_server, serve_settings
+from lightning_modules.gpt.serve.task import build_server
 from tests.gpt.serving import request, running, stream, tiny_model
 
 HELLO = {"messages": [{"role": "user", "content": "What is 12 plus 30?"}], "max_tokens": 24, "temperature": 0.8, "seed": 1}
@@ -51,15 +50,38 @@ def test_openai_endpoint_streamed_and_not_agree(server):
     text = reply["choices"][0]["message"]["content"]
     assert reply["choices"][0]["message"]["role"] == "assistant" and reply["usage"]["prompt_tokens"] > 0
     chunks = [event for _, event in stream(server, "/v1/chat/completions", {**HELLO, "stream": True})]
-    assert chunks[-1] == "[DONE]" and chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert chunks[-1] == "[DONE]" and chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1])
     assert streamed == text  # same seed, same reply
     assert chunks[-2]["choices"][0]["finish_reason"] == reply["choices"][0]["finish_reason"]
 
 
+def test_without_max_tokens_a_reply_gets_the_room_the_context_leaves(model):
+    """As a person or curl sends it: no max_tokens. A random net rarely stops, so it runs to the
+    end of the context (256 positions), which no server default cuts short."""
+    net, tokenizer = model
+    app, worker = build_server(net, tokenizer, "tiny", ServeSettings(tools=False))
+    question = {"messages": [{"role": "user", "content": "What is 12 plus 30?"}], "temperature": 0}
+    with running(app, worker) as port:
+        status, reply, _ = request(port, "POST", "/v1/chat/completions", question)
+        assert status == 200, reply
+        usage = reply["usage"]
+        assert reply["choices"][0]["finish_reason"] == "stop" or usage["total_tokens"] == 256
+        events = [e for _, e in stream(port, "/api/chat", question)]
+        assert events[-1]["type"] == "done" and events[-1]["usage"] == usage
+
+
 @pytest.mark.parametrize("body, status, code", [
     (b"{not json", 400, "invalid_json"),
     (b"[1, 2]", 400, "invalid_json"),
+    (b'{"messages": ' + b"[" * 1000 + b"]" * 1000 + b"}", 400, "invalid_json"),
+    ({**HELLO, "max_tokens": float("inf")}, 400, "invalid_parameter"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": NaN}', 400, "invalid_parameter"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e400}', 400, "invalid_parameter"),
+    (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', 400, "invalid_parameter"),
+    ({**HELLO, "temperature": 2.5}, 400, "invalid_parameter"),
+    ({**HELLO, "seed": 2**63}, 400, "invalid_parameter"),
+    ({**HELLO, "top_p": 1.5}, 400, "invalid_parameter"),
     ({"messages": []}, 400, "invalid_messages"),
     ({"messages": [{"role": "assistant", "content": "hi"}]}, 400, "invalid_messages"),
     ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "invalid_messages"),
@@ -69,49 +91,63 @@ def test_openai_endpoint_streamed_and_not_agree(server):
     ({"messages": [{"role": "user", "content": "x" * 501}]}, 413, "message_too_long"),
     ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "y"}]}, 400, "invalid_messages"),
     (b'{"messages": [{"role": "user", "content": "' + b"a" * 5000 + b'"}]}', 413, "body_too_large"),
-], ids=["malformed", "not_object", "no_messages", "assistant_last", "bad_role", "temperature", "top_k", "max_tokens",
+], ids=["malformed", "not_object", "nested_1000", "max_tokens_inf", "max_tokens_nan", "max_tokens_1e400", "temperature_nan",
+        "temperature_2.5", "seed_2**63", "top_p", "no_messages", "assistant_last", "bad_role", "temperature", "top_k", "max_tokens",
         "long_message", "ends_with_assistant", "big_body"])
 def test_errors_are_json(server, body, status, code):
+    """Every bad request is a 4xx in OpenAI's error shape naming what is wrong, never a 500."""
     for path in ("/api/chat", "/v1/chat/completions"):
         got, reply, _ = request(server, "POST", path, body)
         assert got == status and reply["error"]["code"] == code, reply
-        assert reply["error"]["message"]
+        assert reply["error"]["message"] and reply["error"]["type"] == "invalid_request_error"
+        if code == "invalid_parameter":
+            assert f"'{reply['error']['param']}'" in reply["error"]["message"]
 
 
-def test_conversation_over_the_context_is_413_and_old_turns_are_dropped(model):
+def test_conversation_over_the_context_is_400_and_old_turns_are_dropped(model):
+    """Context 80: the prompt's frame is 4 tokens, so a message of n tokens leaves 76 - n."""
     net, tokenizer = model
     app, worker = build_server(net, tokenizer, "tiny", ServeSettings(max_context=80, max_new_tokens=16))
-    long_turn = "a b c d e f g h " * 5  # about 40 tokens
+    turn = "a b c d e f g h " * 3
+    over = "a b c d e f g h " * 5  # 71 tokens: the prompt fits, 16 more do not
+    assert len(tokenizer.encode(turn)) <= 60 < len(tokenizer.encode(over)) < 76
     with running(app, worker) as port:
-        status, reply, _ = request(port, "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": long_turn * 3}], "max_tokens": 16})
-        assert status == 413 and reply["error"]["code"] == "context_length_exceeded"
-        history = [{"role": "user", "content": long_turn}, {"role": "assistant", "content": long_turn}] * 3
-        status, reply, _ = request(port, "POST", "/v1/chat/completions", {"messages": [*history, {"role": "user", "content": "hi"}], "max_tokens": 16})
+        def ask(messages, **extra):
+            return request(port, "POST", "/v1/chat/completions", {"messages": messages, **extra})[:2]
+
+        status, reply = ask([{"role": "user", "content": over * 2}])
+        assert status == 400 and reply["error"]["code"] == "context_length_exceeded"  # the prompt alone is past the context
+        assert ask([{"role": "user", "content": turn}], max_tokens=16)[0] == 200
+        status, reply = ask([{"role": "user", "content": over}], max_tokens=16)
+        assert status == 400 and "max_tokens=16" in reply["error"]["message"]  # asked for more than fits
+        status, reply = ask([{"role": "user", "content": over}])  # no max_tokens: the room that is left
+        assert status == 200 and reply["usage"]["total_tokens"] <= 80
+        history = [{"role": "user", "content": turn}, {"role": "assistant", "content": turn}] * 3
+        status, reply = ask([*history, {"role": "user", "content": "hi"}], max_tokens=16)
         assert status == 200 and reply["usage"]["prompt_tokens"] <= 80 - 16
 
 
 def test_a_token_guards_everything_but_health(model):
     net, tokenizer = model
-    app, worker = build_server(net, tokenizer, "tiny", ServeSettings(token="s3cret", max_new_tokens=8))
+    app, worker = build_server(net, tokenizer, "tiny", ServeSettings(max_new_tokens=8), token="s3cret")
     with running(app, worker) as port:
         assert request(port, "GET", "/health")[0] == 200
         status, reply, _ = request(port, "POST", "/v1/chat/completions", HELLO | {"max_tokens": 8})
-        assert status == 401 and reply["error"]["code"] == "unauthorized"
+        assert status == 401 and reply["error"]["code"] == "invalid_api_key"
         assert request(port, "GET", "/api/info", headers={"Authorization": "Bearer wrong"})[0] == 401
         assert request(port, "GET", "/api/info", headers={"Authorization": "Bearer s3cret"})[0] == 200
         assert request(port, "GET", "/?token=s3cret")[0] == 200
 
 
-def test_binding_beyond_loopback_needs_a_token(monkeypatch):
-    from omegaconf import OmegaConf
+def test_the_yaml_holds_the_settings_defaults():
+    import yaml
 
-    monkeypatch.delenv("HYLAB_SERVE_TOKEN", raising=False)
-    with pytest.raises(UserError, match="serve.token"):
-        serve_settings(OmegaConf.create({"serve": {"host": "0.0.0.0"}}))
-    monkeypatch.setenv("HYLAB_SERVE_TOKEN", "t")
-    assert serve_settings(OmegaConf.create({"serve": {"host": "0.0.0.0"}})).token == "t"
-    with pytest.raises(UserError, match="serve.max_active"):
-        serve_settings(OmegaConf.create({"serve": {"max_active": 0}}))
+    from hylab.settings import parse_settings
+    from tests.helpers import CONF_DIR
+
+    values = yaml.safe_load((CONF_DIR / "serve" / "gpt.yaml").read_text())
+    assert values.pop("token") is None  # only there to refuse serve.token=... with a pointer to the fix
+    assert parse_settings(ServeSettings, values, "serve") == ServeSettings()
 
 
 def test_timeout_and_disconnect_end_the_reply(model):

@@ -1,5 +1,6 @@
-"""The chat page in a real headless Chromium: it loads, shows the model, sends a message, receives
-the reply as a stream of tokens (more than one server-sent event reaches the page), and stops.
+"""The chat page in a real headless Chromium: it loads, shows the model, sends a message as a person
+types it (the page sends no max_tokens, the server runs with its defaults), receives the reply as
+a stream of tokens (more than one server-sent event reaches the page), and stops.
 
 GPT_SERVE_SCREENSHOT=<png> GPT_SERVE_CKPT=<checkpoint> saves the screenshot of a chat with that
 checkpoint (docs/gpt_serve.png is made so); otherwise a tiny random model chats into a temp file."""
@@ -22,16 +23,17 @@ def served():
     checkpoint = os.environ.get("GPT_SERVE_CKPT")
     if checkpoint:
         from lightning_modules.gpt.checkpoint import build_net, read_gpt_checkpoint
+        from lightning_modules.gpt.serve.task import model_identity
 
         gpt = read_gpt_checkpoint(checkpoint)
-        return build_net(gpt).eval(), gpt.tokenizer, os.path.basename(checkpoint)
+        return build_net(gpt).eval(), gpt.tokenizer, model_identity(checkpoint, None)[0]
     net, tokenizer = tiny_model()
     return net, tokenizer, "tiny-test"
 
 
 def test_chat_page_streams_a_reply_in_chromium(tmp_path):
     net, tokenizer, name = served()
-    app, worker = build_server(net, tokenizer, name, ServeSettings(max_new_tokens=48, temperature=0.0))  # greedy: the same reply each time
+    app, worker = build_server(net, tokenizer, name, ServeSettings(temperature=0.0))  # greedy: the same reply each time
     browser = None
     with running(app, worker) as port:
         try:
@@ -43,6 +45,7 @@ def test_chat_page_streams_a_reply_in_chromium(tmp_path):
             stats = browser.evaluate("window.chatStats")
             reply = browser.evaluate("document.querySelector('.msg.assistant').textContent")
             assert stats["tokenEvents"] > 1 and stats["lastFinish"] in ("stop", "length")
+            assert browser.evaluate("document.querySelector('.msg.assistant .error') === null")
             assert browser.evaluate("document.querySelector('.msg.user').textContent") == MESSAGE
             assert "tokens" in reply and "first token" in reply
             time.sleep(0.1)

@@ -5,7 +5,8 @@ token each in turn (round robin), each with its own KV cache at batch size 1. So
 its first token after at most one step of every active reply instead of after whole replies, and
 N active replies each run about N times slower. Rows of different prompts are not batched into
 one forward pass (the KV cache keeps one position for all its rows). One thread owns the net; the
-HTTP side only puts jobs in and reads their events.
+HTTP side only puts jobs in and reads their events. A tool call runs in a thread pool (its stream
+yields WAITING until the call's future is done), so the other replies keep streaming meanwhile.
 """
 
 import asyncio
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lightning_modules.gpt.tools import WAITING
+
 Piece = tuple[str, str]  # (kind: "text" | "python" | "output", text)
 ReplyStream = Generator[Piece, None, str]  # yields one piece per sampled token; returns the finish reason
 
@@ -27,6 +30,7 @@ class Sampling:
     temperature: float
     top_k: int | None
     seed: int | None = None
+    top_p: float = 1.0
 
 
 class QueueFull(Exception):
@@ -43,6 +47,7 @@ class Job:
         self.submitted = time.monotonic()
         self.deadline = self.submitted + timeout_s
         self.completion_tokens = 0
+        self.waiting = False  # a tool call of this reply is running
         self.stream: ReplyStream | None = None
 
     def emit(self, event: dict) -> None:
@@ -106,6 +111,9 @@ class GenerationWorker:
             if job.stream is None:
                 job.stream = self.make_stream(job.prompt, job.sampling)
             kind, text = next(job.stream)
+            job.waiting = kind == WAITING
+            if job.waiting:
+                return True
         except StopIteration as stop:
             job.finish(stop.value or "stop")
             return False
@@ -124,5 +132,8 @@ class GenerationWorker:
             for job in list(self.active):
                 if not self._step(job):
                     self.active.remove(job)
+            if self.active and all(job.waiting for job in self.active):
+                with self.wake:  # every reply waits for a tool: sleep until one is done or a job comes
+                    self.wake.wait(0.005)
         for job in [*self.active, *self.pending]:
             job.finish("cancelled", "the server is shutting down")
