@@ -2,7 +2,8 @@
 
     uv run python -m bench.gpu                  # on a CUDA machine: one table, and docs/gpu.json
     uv run python -m bench.gpu --dry-run        # anywhere: compose and check every row, run nothing
-    bash scripts/gpu_check.sh                   # a fresh GPU machine: uv sync, then the bench
+    bash scripts/gpu_check.sh                   # a fresh GPU machine: uv sync (or, offline, the wheels of
+                                                # scripts/gpu_prepare.sh), then the bench
 
 The rows (bench/gpu_rows.py): every gpu-marked test; experiment=fmnist_speed_gpu as typed;
 gpt_small tokens/s and MFU (Lightning's ThroughputMonitor) in bf16 with and without
