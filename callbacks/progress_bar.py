@@ -1,12 +1,16 @@
-"""Lightning's RichProgressBar, moved at most every `min_interval` seconds instead of every batch.
+"""Lightning's RichProgressBar, drawn 10 times a second instead of 100, and moved at most every
+`min_interval` seconds instead of after every batch.
 
-RichProgressBar hands the bar its position and the progress-bar metrics after every batch
-(`trainer.progress_bar_metrics` gathered anew each time), although rich redraws it only
-`refresh_rate` times a second: on a net whose step takes a few milliseconds that bookkeeping is
-a tenth of a millisecond per step, several percent of the step (bench/overhead_steps.py,
-docs/RESULTS.md). Here a batch's update runs only when `min_interval` seconds have passed since
-the last one (tqdm's `mininterval`, 0.1 s by default), and always at the last batch of a loop,
-so the bar moves ten times a second and ends at its total.
+RichProgressBar draws the bar from a thread of the training process `refresh_rate` times a second
+(100 by default), and hands it its position and the progress-bar metrics
+(`trainer.progress_bar_metrics`, gathered anew each time) after every batch. Both cost the
+training loop: the drawing thread takes the interpreter lock and CPU time in proportion to wall
+time (the slower the machine, the more draws per step), the bookkeeping in proportion to steps;
+on a net whose step takes a few milliseconds that is several percent of the step
+(bench/overhead_steps.py, docs/RESULTS.md). Here the bar is drawn 10 times a second, and a batch's
+update runs only when `min_interval` seconds have passed since the last one (tqdm's
+`mininterval`, 0.1 s by default) and always at the last batch of a loop, so the bar still moves
+ten times a second and ends at its total.
 """
 
 import time
@@ -15,8 +19,8 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 
 class ProgressBar(RichProgressBar):
-    def __init__(self, min_interval: float = 0.1, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, min_interval: float = 0.1, refresh_rate: int = 10, **kwargs):
+        super().__init__(refresh_rate=refresh_rate, **kwargs)
         self.min_interval = min_interval
         self._last_update = float("-inf")
 

@@ -115,7 +115,10 @@ class Classifier(L.LightningModule):
         self.scheduler_factory = scheduler or None
         self.lr_scales = dict(lr_scales or {})
         check_parts(net, self.lr_scales, "model.lr_scales")
+        # the training accuracy of an epoch: predicted and true classes kept per step, folded into
+        # the metric once at the epoch's end (a torchmetrics update per step costs ~50 us)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self._train_classes: list[tuple[torch.Tensor, torch.Tensor]] = []
         # training scalars: epoch means plus the logger's steps, not one `log` call per step (step_logging.py)
         self.train_means = EpochMeans()
         # evaluation metrics are updated per batch and logged once per epoch (_log_evaluation)
@@ -139,16 +142,24 @@ class Classifier(L.LightningModule):
         x, target = batch
         logits = self(x)
         loss = self.training_loss(logits, target, batch)
-        self.train_acc.update(logits, hard_labels(target))
+        self.track_train_accuracy(logits, target)
         self.train_means.add(self, batch_idx, {"train/loss": loss})
         return loss
+
+    def track_train_accuracy(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Keep this step's predicted and true classes for the epoch's `train/acc`."""
+        self._train_classes.append((logits.detach().argmax(dim=-1), hard_labels(target)))
 
     def on_train_start(self) -> None:
         self.best.on_train_start(self)
 
     def on_train_epoch_end(self) -> None:
         self.train_means.log_epoch(self)
-        if self.train_acc.update_count:  # none after a resume at an epoch's end
+        if self._train_classes:  # none after a resume at an epoch's end
+            predicted, true = (torch.cat(parts) for parts in zip(*self._train_classes))
+            self._train_classes.clear()
+            self.train_acc.update(predicted, true)
+        if self.train_acc.update_count:
             self.log("train/acc", self.train_acc.compute(), on_epoch=True)
         self.train_acc.reset()
 
