@@ -7,6 +7,7 @@ batch 128) the framework's share shows in full.
     uv run python -m bench.overhead_steps                                   # experiment=mlp_fmnist
     uv run python -m bench.overhead_steps --variant no_guard=callbacks.non_finite_guard=null
     uv run python -m bench.overhead_steps --floor                           # Lightning's own floor
+    uv run python -m bench.overhead_steps --pieces                          # small per-step pieces alone
 
 Each `--variant NAME=OVERRIDE[,OVERRIDE...]` adds one more hylab loop with those overrides to the
 rotation, so a lever is measured against the same plain loop in the same rounds. Two measures,
@@ -186,6 +187,10 @@ class StepAccuracyClassifier(Classifier):
         self.train_acc.update(logits, hard_labels(target))
 
 
+class PerStepClassifier(BatchLoggedClassifier, StepAccuracyClassifier):
+    """Both: the classifier's per-step metric work as it was before."""
+
+
 class EmptyStep(L.LightningModule):
     """One multiply of a one-element parameter per step: what is left is Lightning's own work."""
 
@@ -249,6 +254,44 @@ def floor(args) -> None:
         print(f"| {name} | {wall:.3f} | {cpu:.3f} | {cpu - base:.3f} |")
 
 
+def per_call_us(function, calls: int = 3000, rounds: int = 5) -> float:
+    """Process-CPU microseconds of one call, the best of `rounds` rounds (the least disturbed)."""
+    for _ in range(100):
+        function()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.process_time()
+        for _ in range(calls):
+            function()
+        best = min(best, (time.process_time() - start) / calls * 1e6)
+    return best
+
+
+def pieces(args) -> None:
+    """Per-step pieces of the default callbacks and the classifier, timed alone on the mlp_fmnist
+    net and a batch of 128: too small for the paired runs to resolve on a shared machine."""
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from lightning_modules.image.nets.mlp import MLP
+
+    net, x, y = MLP(), torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    logits = net(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    grads, logits = [p.grad for p in net.parameters()], logits.detach()
+    accuracy, kept = MulticlassAccuracy(10, average="micro"), []
+    rows = {
+        "guard, every step before: total gradient norm, isfinite, read": lambda: bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))),
+        "guard, every step now: isfinite of the loss, read": lambda: bool(torch.isfinite(loss.detach()).all()),
+        "train accuracy before: MulticlassAccuracy.update": lambda: accuracy.update(logits, y),
+        "train accuracy now: argmax, keep": lambda: kept.append((logits.argmax(dim=-1), y)) or (len(kept) > 10000 and kept.clear()),
+    }
+    print("\n| per-step piece | us CPU per call (best of 5 x 3000) |")
+    print("|---|---|")
+    for name, function in rows.items():
+        print(f"| {name} | {per_call_us(function):.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", default="mlp_fmnist")
@@ -258,6 +301,7 @@ def main() -> None:
     parser.add_argument("--quantile", type=float, default=0.5, help="of the step times: 0.5 the median, 0.1 the undisturbed step")
     parser.add_argument("--floor", action="store_true", help="time Lightning's own floor instead")
     parser.add_argument("--floor-steps", type=int, default=3000)
+    parser.add_argument("--pieces", action="store_true", help="time per-step pieces of the callbacks and classifier alone")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("overrides", nargs="*", help="further run.py overrides for every loop")
     args = parser.parse_args()
@@ -266,6 +310,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.floor:
         return floor(args)
+    if args.pieces:
+        return pieces(args)
     overrides = [f"trainer.max_epochs={args.epochs}", "test_after_fit=false", "store.register_runs=false", *args.overrides]
     if compose_for(args.experiment, overrides).get("keep_freed_memory"):
         from hylab.allocator import keep_freed_memory
