@@ -112,8 +112,20 @@ def train_loss(cfg, net, images, labels) -> tuple[torch.Tensor, torch.Tensor]:
     return smoothed_cross_entropy(logits, labels, eps), logits
 
 
-def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[list[float]]:
-    """[wall, CPU, training images] of each epoch of a plain loop over the same data and net."""
+def step_schedulers(node, optimizer, total_steps: int, steps_per_epoch: int) -> list:
+    """The per-step LR schedulers the recipe's schedule builds for `optimizer`, as Lightning steps
+    them. None for a constant lr: `model/scheduler=none` (`optim.constant`) returns no scheduler
+    without warm-up."""
+    schedule = instantiate(node)(optimizer, total_steps=total_steps, steps_per_epoch=steps_per_epoch) if node else []
+    if any(entry.get("interval") != "step" for entry in schedule):
+        raise SystemExit("the plain loop mirrors per-step schedules only (not model/scheduler=plateau)")
+    return [entry["scheduler"] for entry in schedule]
+
+
+def plain_epochs(experiment: str, overrides: list[str], workdir: Path, step_times: list | None = None) -> list[list[float]]:
+    """[wall, CPU, training images] of each epoch of a plain loop over the same data and net; with
+    `step_times`, also appends each epoch's list of [wall, CPU] seconds per training step (from the
+    end of one to the end of the next: the batch fetch included)."""
     cfg = compose_run(experiment, overrides, workdir)
     L.seed_everything(cfg.seed)
     device = device_of(cfg)
@@ -124,8 +136,7 @@ def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[l
     optimizer = make_optimizer(instantiate(cfg.model.optimizer), net)
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
     steps_per_epoch = len(train_loader)
-    schedule = instantiate(cfg.model.scheduler)(optimizer, total_steps=steps_per_epoch * cfg.trainer.max_epochs, steps_per_epoch=steps_per_epoch)
-    scheduler = schedule[0]["scheduler"]
+    schedulers = step_schedulers(cfg.model.scheduler, optimizer, steps_per_epoch * cfg.trainer.max_epochs, steps_per_epoch)
     val_every = cfg.trainer.check_val_every_n_epoch or 1
     autocast = functools.partial(autocast_for, cfg.trainer.precision, device.type)
     times = []
@@ -134,6 +145,7 @@ def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[l
         model.train()
         # epoch sums stay on the device (the module's epoch means do too): no sync per step
         correct, loss_sum, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        steps, last = [], clocks()
         for images, labels in train_loader:
             images, labels = datamodule.transform_batch(images.to(device, non_blocking=True), labels.to(device, non_blocking=True), train=True)
             with autocast():
@@ -141,10 +153,16 @@ def plain_epochs(experiment: str, overrides: list[str], workdir: Path) -> list[l
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            for scheduler in schedulers:
+                scheduler.step()
             loss_sum += loss.detach()
             correct += (logits.argmax(-1) == labels).sum()
             seen += len(labels)
+            if step_times is not None:
+                steps.append(since(last))
+                last = clocks()
+        if step_times is not None:
+            step_times.append(steps)
         if (epoch + 1) % val_every == 0:
             model.eval()
             with torch.no_grad(), autocast():

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric, MinMetric
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from hylab.errors import UserError
@@ -115,9 +115,14 @@ class Classifier(L.LightningModule):
         self.scheduler_factory = scheduler or None
         self.lr_scales = dict(lr_scales or {})
         check_parts(net, self.lr_scales, "model.lr_scales")
+        # the training accuracy of an epoch: predicted and true classes kept per step, folded into
+        # the metric once at the epoch's end (a torchmetrics update per step costs ~50 us)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self._train_classes: list[tuple[torch.Tensor, torch.Tensor]] = []
         # training scalars: epoch means plus the logger's steps, not one `log` call per step (step_logging.py)
         self.train_means = EpochMeans()
+        # evaluation metrics are updated per batch and logged once per epoch (_log_evaluation)
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes, average="macro") if f1_macro else None
@@ -137,46 +142,69 @@ class Classifier(L.LightningModule):
         x, target = batch
         logits = self(x)
         loss = self.training_loss(logits, target, batch)
-        self.train_acc.update(logits, hard_labels(target))
+        self.track_train_accuracy(logits, target)
         self.train_means.add(self, batch_idx, {"train/loss": loss})
         return loss
+
+    def track_train_accuracy(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Keep this step's predicted and true classes for the epoch's `train/acc`."""
+        self._train_classes.append((logits.detach().argmax(dim=-1), hard_labels(target)))
 
     def on_train_start(self) -> None:
         self.best.on_train_start(self)
 
     def on_train_epoch_end(self) -> None:
         self.train_means.log_epoch(self)
-        if self.train_acc.update_count:  # none after a resume at an epoch's end
+        if self._train_classes:  # none after a resume at an epoch's end
+            predicted, true = (torch.cat(parts) for parts in zip(*self._train_classes))
+            self._train_classes.clear()
+            self.train_acc.update(predicted, true)
+        if self.train_acc.update_count:
             self.log("train/acc", self.train_acc.compute(), on_epoch=True)
         self.train_acc.reset()
 
+    def _evaluation_metrics(self, stage: str) -> dict:
+        metrics = {"loss": self.val_loss, "acc": self.val_acc, "f1_macro": self.val_f1} if stage == "val" else \
+            {"loss": self.test_loss, "acc": self.test_acc, "f1_macro": self.test_f1}
+        return {name: metric for name, metric in metrics.items() if metric is not None}
+
     def _evaluate(self, batch, stage: str) -> torch.Tensor:
+        """Update the stage's metrics with one batch. The loss is the batch-size-weighted mean over
+        the epoch (what `self.log(..., on_epoch=True)` gives), kept by torchmetrics rather than
+        logged per batch: a `log` call costs far more than a small net's evaluation step."""
         x, labels = batch
         logits = self(x)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), on_epoch=True, sync_dist=True, prog_bar=True)
-        accuracy = self.val_acc if stage == "val" else self.test_acc
-        accuracy(logits, labels)
-        self.log(f"{stage}/acc", accuracy, on_epoch=True, prog_bar=True)
-        f1 = self.val_f1 if stage == "val" else self.test_f1
-        if f1 is not None:
-            f1(logits, labels)
-            self.log(f"{stage}/f1_macro", f1, on_epoch=True, prog_bar=True)
+        metrics = self._evaluation_metrics(stage)
+        metrics["loss"].update(F.cross_entropy(logits, labels), weight=len(labels))
+        for name in ("acc", "f1_macro"):
+            if name in metrics:
+                metrics[name].update(logits, labels)
         return logits
+
+    def _log_evaluation(self, stage: str) -> dict[str, torch.Tensor]:
+        """Log the epoch's `<stage>/loss`, `/acc` (and `/f1_macro`), synced across processes by
+        torchmetrics, and start the next epoch afresh."""
+        values = {}
+        for name, metric in self._evaluation_metrics(stage).items():
+            if metric.update_count:
+                values[f"{stage}/{name}"] = metric.compute()
+                self.log(f"{stage}/{name}", values[f"{stage}/{name}"], prog_bar=True)
+            metric.reset()
+        return values
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        values = {"val/acc": self.val_acc.compute()}
-        if self.val_f1 is not None:
-            values["val/f1_macro"] = self.val_f1.compute()
-        self.best.update_and_log(self, values)
+        values = self._log_evaluation("val")
+        self.best.update_and_log(self, {name: values[name] for name in self.best.modes if name in values})
 
     def test_step(self, batch, batch_idx: int) -> None:
         logits = self._evaluate(batch, "test")
         self.test_confusion(logits, batch[1])
 
     def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
         matrix = self.test_confusion.compute()
         self.test_confusion.reset()
         per_class = matrix.diag().float() / matrix.sum(dim=1).clamp_min(1).float()

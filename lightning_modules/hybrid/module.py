@@ -155,7 +155,7 @@ class HybridClassifier(Classifier):
         return loss, logits, hard_labels(target)
 
     def _log_train(self, batch_idx: int, loss, logits, labels, **extra) -> None:
-        self.train_acc.update(logits, labels)
+        self.track_train_accuracy(logits, labels)
         gate = getattr(self.net.backbone, "last_gate", None) or {}
         self.train_means.add(self, batch_idx, {"train/loss": loss, **{f"train/gate_{stream}": value for stream, value in gate.items()}, **extra})
 

@@ -137,5 +137,5 @@ class DeiTClassifier(Classifier):
         scalars |= {f"train/loss_{name}": value for name, value in terms.items()}
         step_only = {"train/alpha": self.current_alpha()} if self.distillation.mode != "none" else None
         self.train_means.add(self, batch_idx, {"train/loss": loss, **scalars}, step_only=step_only)
-        self.train_acc.update((cls_logits + dist_logits) / 2, hard_labels(target))
+        self.track_train_accuracy((cls_logits + dist_logits) / 2, target)
         return loss

@@ -89,6 +89,18 @@ class SpeedNetSettings:
             raise ValueError(f"widths={self.widths}: give the stem width and at least one block width, all >= 1")
 
 
+@dataclass
+class MLPSettings:
+    in_chans: int = field(default=1, metadata=between(1, None))
+    image_size: int = field(default=28, metadata=between(1, None))
+    num_classes: int = field(default=10, metadata=between(2, None))
+    widths: list[int] = field(default_factory=lambda: [64, 128, 64])
+
+    def __post_init__(self):
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths={self.widths}: give at least one hidden width, all >= 1")
+
+
 # timm_classifier passes any further keyword to timm.create_model: it has no closed schema.
 SCHEMAS = {
     "DeiTClassifier": DeiTClassifierSettings,
@@ -96,4 +108,5 @@ SCHEMAS = {
     "seresnet_cifar": SEResNetSettings,
     "deit": DeiTSettings,
     "SpeedNet": SpeedNetSettings,
+    "MLP": MLPSettings,
 }

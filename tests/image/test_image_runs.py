@@ -21,7 +21,7 @@ def epochs_logged(run_dir: Path, column: str) -> list[int]:
         return sorted({int(row["epoch"]) for row in csv.DictReader(handle) if row.get(column)})
 
 
-@pytest.mark.parametrize("experiment", ["seresnet_digits", "seresnet_mnist5k", "seresnet_fmnist", "seresnet_cifar10", "speednet_mnist5k", "fmnist_speed"])
+@pytest.mark.parametrize("experiment", ["seresnet_digits", "seresnet_mnist5k", "seresnet_fmnist", "seresnet_cifar10", "speednet_mnist5k", "fmnist_speed", "mlp_fmnist"])
 def test_experiment_fast_dev_run(experiment, tmp_path):
     overrides = [f"experiment={experiment}", "debug=fdr"]
     if "fmnist" in experiment and not DEBIAN_FASHION_MNIST.is_dir():

@@ -5,7 +5,7 @@ import pytest
 from hylab.errors import UserError
 from tests.helpers import EXPERIMENTS, assert_bad_setting, check_settings
 
-IMAGE_EXPERIMENTS = [e for e in EXPERIMENTS if e.startswith(("seresnet_", "deit_"))]
+IMAGE_EXPERIMENTS = [e for e in EXPERIMENTS if e.startswith(("seresnet_", "deit_", "mlp_"))]
 
 
 @pytest.mark.parametrize("experiment", IMAGE_EXPERIMENTS)
