@@ -25,6 +25,6 @@ def test_plain_and_hylab_loops_time_every_step_of_a_recipe_without_schedule(tmp_
     batches = train_steps_per_epoch("seresnet_digits", overrides)
     epochs, steps = plain_run("seresnet_digits", overrides, tmp_path / "plain")
     assert len(epochs) == 2 and [len(s) for s in steps] == [batches, batches]
-    assert all(wall > 0 and cpu > 0 for wall, cpu in epochs)
+    assert all(wall > 0 and cpu > 0 and images > 0 for wall, cpu, images in epochs)
     epochs, steps = hylab_run("seresnet_digits", overrides, tmp_path / "hylab")
     assert len(epochs) == 2 and [len(s) for s in steps] == [batches - 1] * 2  # from one step's start to the next
