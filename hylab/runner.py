@@ -192,6 +192,28 @@ def run(cfg: DictConfig) -> float | None:
             log.info(f"run dir: {output_dir} (metrics: {path.name})")
 
 
+HYDRA_STARTUP_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"}
+
+
+def discard_unstarted_run_dir(run_dir: Path, log_dir: Path) -> None:
+    """Remove the folder Hydra made for a run that stopped at its checks: it holds only Hydra's
+    config copies and the log, nothing of value. Folders above it are removed only when empty,
+    up to (not including) the log dir. Anything else in it keeps the whole folder."""
+    import shutil
+
+    files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+    if not run_dir.is_dir() or not files <= HYDRA_STARTUP_FILES | {p.name for p in run_dir.glob("*.log")}:
+        return
+    shutil.rmtree(run_dir)
+    for parent in run_dir.parents:
+        if parent == log_dir or log_dir not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only an empty folder; another run's folder keeps it
+        except OSError:
+            break
+
+
 def run_hydra_job(cfg: DictConfig) -> float | None:
     """run() inside a Hydra job: DDP-safe run dir; a UserError ends a single run with one line."""
     from hydra.core.hydra_config import HydraConfig
@@ -209,6 +231,7 @@ def run_hydra_job(cfg: DictConfig) -> float | None:
     except UserError as err:
         if sweeping:
             raise  # the sweeper records this job as failed and goes on
+        discard_unstarted_run_dir(Path(cfg.paths.output_dir), Path(cfg.paths.log_dir))
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except BaseException as err:
