@@ -5,6 +5,7 @@ wraps it for run.py inside a Hydra job.
 """
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -192,6 +193,25 @@ def run(cfg: DictConfig) -> float | None:
             log.info(f"run dir: {output_dir} (metrics: {path.name})")
 
 
+# What Lightning's EarlyStopping and ModelCheckpoint raise when `monitor` names a metric the
+# module never logs: known only once validation has run, so the run has started by then.
+UNLOGGED_MONITOR = (
+    re.compile(r"conditioned on metric `(?P<name>[^`]+)` which is not available.*following: (?P<logged>.*)$", re.S),
+    re.compile(r"monitor='(?P<name>[^']+)'\)` could not find the monitored key in the returned metrics: \[(?P<logged>[^\]]*)\]", re.S),
+)
+
+
+def unlogged_monitor(err: BaseException) -> str | None:
+    """One line for a `monitor` that the run does not log, naming the metrics it does log."""
+    for pattern in UNLOGGED_MONITOR:
+        found = pattern.search(str(err))
+        if found:
+            logged = sorted({name.strip("`' ") for name in found["logged"].split(",")} - {""})
+            validation = [name for name in logged if name.startswith("val/")] or logged
+            return f"monitor={found['name']} is not a metric this run logs; set monitor= to one of: {', '.join(validation)}"
+    return None
+
+
 HYDRA_STARTUP_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"}
 
 
@@ -236,6 +256,10 @@ def run_hydra_job(cfg: DictConfig) -> float | None:
         raise SystemExit(2) from None
     except BaseException as err:
         if failure_status(err) != "interrupted":
+            unlogged = unlogged_monitor(err)
+            if unlogged and not sweeping:
+                print(f"error: {unlogged}", file=sys.stderr)
+                raise SystemExit(2) from None
             raise
         print("stopped by a signal after saving checkpoints/last.ckpt; run the same command again to continue", file=sys.stderr)
         raise SystemExit(SIGNAL_EXIT_CODE) from None

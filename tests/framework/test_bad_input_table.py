@@ -58,11 +58,11 @@ ROWS = [
 ]
 
 
-def run_typed(args: list[str], log_dir: Path) -> subprocess.CompletedProcess:
+def run_typed(args: list[str], log_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     """`python run.py paths.log_dir=<log_dir> <args>`: the row's own paths.log_dir wins (last one does)."""
     env = {key: value for key, value in os.environ.items() if key != UNSET}
     return subprocess.run([sys.executable, str(ROOT / "run.py"), f"paths.log_dir={log_dir}", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def assert_one_line(done: subprocess.CompletedProcess, message: str, log_dir: Path) -> None:
@@ -121,3 +121,14 @@ def test_a_read_only_or_full_log_dir_is_refused(tmp_path, monkeypatch, flag, fre
     with pytest.raises(UserError, match=f"^paths.log_dir={tmp_path}/logs .*{message}") as error:
         check_writable_folder(tmp_path / "logs", "paths.log_dir")
     assert "\n" not in str(error.value) and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.slow
+def test_a_monitor_the_run_does_not_log_is_one_line_naming_what_it_logs(tmp_path):
+    """Known only once validation has run: the run has started, so its folder and record stay."""
+    log_dir = tmp_path / "logs"
+    done = run_typed(["monitor=val/nope", "debug=limit", "trainer.max_epochs=1", "callbacks.progress_bar=null"], log_dir, timeout=240)  # ~1 min at load 6
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert errors == ["error: monitor=val/nope is not a metric this run logs; set monitor= to one of: val/acc, val/acc_best, val/loss"], errors
+    assert "Traceback" not in done.stdout + done.stderr
