@@ -35,11 +35,11 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
     try:
         for combination in _combinations(overrides, multirun=bool(flags)):
             check_command(combination, conf_dir)
-    except _LeaveToHydra:
-        return
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception:  # anything else is the run's (or Hydra's) to report, as without this check
+        return
 
 
 def _combinations(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -111,7 +111,7 @@ def _compose(overrides: list[str], conf_dir: Path) -> DictConfig:
 
 
 class _LeaveToHydra(Exception):
-    """An input this module does not know how to word: Hydra reports it as before."""
+    """An input this module does not know how to word: Hydra reports it, as without this check."""
 
 
 def _unknown_key(key: str, others: list[str], conf_dir: Path) -> str:

@@ -87,6 +87,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, inputs, args
     assert_one_line(done, message.replace("{in}", str(inputs)), log_dir)
 
 
+@pytest.mark.slow  # imports torch: ~10 s at load 6
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="checks the refusal on a machine without a GPU")
 def test_a_check_inside_the_run_leaves_no_run_folder(tmp_path):
     """The GPU check needs torch, so it runs after Hydra made the run folder: that folder goes again."""
