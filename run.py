@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 import hylab.resolvers  # noqa: F401  (registers ${run_uid:} and ${project_root:} before composing)
 from hylab.cli import check_group_choices, expand_overrides_files, normalize_group_overrides
+from hylab.preflight import preflight
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -29,4 +30,5 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     sys.argv = normalize_group_overrides(expand_overrides_files(sys.argv), CONF_DIR)
     check_group_choices(sys.argv, CONF_DIR)
+    preflight(sys.argv, CONF_DIR)  # bad input stops in one line before Hydra makes a run folder
     main()

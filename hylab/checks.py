@@ -5,6 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from hylab.checkpoint_peek import embedded_config, is_torch_checkpoint
 from hylab.distributed_checks import check_fsdp_accelerator
 from hylab.errors import UserError
 from hylab.instantiate import check_logger_packages
@@ -23,9 +24,29 @@ def check_checkpoint_file(path_value: str, key: str = "ckpt_path") -> Path:
     if not path.is_file():
         raise UserError(f"{key}={path_value} does not exist; give the path of a .ckpt file (a run's checkpoints/last.ckpt)")
     # torch.save writes a zip archive; a truncated or foreign file has no readable central directory.
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(path) or not is_torch_checkpoint(path):
         raise UserError(f"{key}={path_value} is not a readable checkpoint (truncated, corrupt or not written by torch.save)")
     return path
+
+
+def _built(model: dict | DictConfig) -> str:
+    net = (model or {}).get("net") or {}
+    target = (model or {}).get("_target_")
+    return f"{target} with net {net.get('_target_')}" if isinstance(net, (dict, DictConfig)) and net.get("_target_") else str(target)
+
+
+def check_checkpoint_matches(cfg: DictConfig) -> None:
+    """A checkpoint of another model (a RIS checkpoint given to an image run) stops here, not in a
+    screen of state_dict keys: its embedded config names the model it holds."""
+    trained = embedded_config(Path(str(cfg.ckpt_path)).expanduser())
+    if not trained or not cfg.get("model"):
+        return
+    held, builds = _built(trained.get("model")), _built(cfg.model)
+    if held != builds:
+        raise UserError(
+            f"ckpt_path={cfg.ckpt_path} holds a {held} (task_name={trained.get('task_name')}), but this run builds a {builds}; "
+            "give the experiment that trained it (experiment=...) or a checkpoint of this one"
+        )
 
 
 def check_accelerator(trainer_cfg: DictConfig) -> None:
@@ -52,6 +73,7 @@ def check_config(cfg: DictConfig, devices: bool = True) -> None:
     check_values(cfg)
     if cfg.get("ckpt_path"):
         check_checkpoint_file(cfg.ckpt_path)
+        check_checkpoint_matches(cfg)
     elif cfg.task in EVALUATION_TASKS:
         raise UserError(f"task={cfg.task} evaluates a checkpoint: add ckpt_path=<run dir>/checkpoints/<file>.ckpt")
     check_logger_packages(cfg.get("logger"))

@@ -12,24 +12,37 @@ def expand_overrides_files(argv: list[str]) -> list[str]:
     The file holds `overrides: [key=value, ...]` (as the optuna sweeper's best_overrides.yaml
     does) or `best_params: {key: value}`; overrides after it on the command line still win.
     """
-    import yaml
-
     expanded = []
     for arg in argv:
         if not arg.startswith(OVERRIDES_FILE):
             expanded.append(arg)
             continue
-        path = Path(arg[len(OVERRIDES_FILE) :]).expanduser()
-        if not path.is_file():
-            raise SystemExit(f"error: {arg}: no such file")
-        content = yaml.safe_load(path.read_text()) or {}
-        if isinstance(content.get("overrides"), list):
-            expanded += [str(item) for item in content["overrides"]]
-        elif isinstance(content.get("best_params"), dict):
-            expanded += [f"{key}={value}" for key, value in content["best_params"].items()]
-        else:
-            raise SystemExit(f"error: {arg}: expected a list under 'overrides' or a mapping under 'best_params'")
+        expanded += _listed_overrides(arg)
     return expanded
+
+
+def _listed_overrides(arg: str) -> list[str]:
+    import yaml
+
+    path = Path(arg[len(OVERRIDES_FILE) :]).expanduser()
+    if not path.is_file():
+        _refuse(f"{arg}: no such file; give the path of a YAML file with `overrides: [key=value, ...]`")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        _refuse(f"{arg}: not valid YAML{at} ({getattr(err, 'problem', None) or type(err).__name__}); fix the file")
+    if isinstance(content, dict) and isinstance(content.get("overrides"), list):
+        return [str(item) for item in content["overrides"]]
+    if isinstance(content, dict) and isinstance(content.get("best_params"), dict):
+        return [f"{key}={value}" for key, value in content["best_params"].items()]
+    _refuse(f"{arg}: expected a list under 'overrides' or a mapping under 'best_params', found a {type(content).__name__}")
+
+
+def _refuse(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def normalize_group_overrides(argv: list[str], conf_dir: Path) -> list[str]:

@@ -5,6 +5,7 @@ wraps it for run.py inside a Hydra job.
 """
 
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -192,6 +193,47 @@ def run(cfg: DictConfig) -> float | None:
             log.info(f"run dir: {output_dir} (metrics: {path.name})")
 
 
+# What Lightning's EarlyStopping and ModelCheckpoint raise when `monitor` names a metric the
+# module never logs: known only once validation has run, so the run has started by then.
+UNLOGGED_MONITOR = (
+    re.compile(r"conditioned on metric `(?P<name>[^`]+)` which is not available.*following: (?P<logged>.*)$", re.S),
+    re.compile(r"monitor='(?P<name>[^']+)'\)` could not find the monitored key in the returned metrics: \[(?P<logged>[^\]]*)\]", re.S),
+)
+
+
+def unlogged_monitor(err: BaseException) -> str | None:
+    """One line for a `monitor` that the run does not log, naming the metrics it does log."""
+    for pattern in UNLOGGED_MONITOR:
+        found = pattern.search(str(err))
+        if found:
+            logged = sorted({name.strip("`' ") for name in found["logged"].split(",")} - {""})
+            validation = [name for name in logged if name.startswith("val/")] or logged
+            return f"monitor={found['name']} is not a metric this run logs; set monitor= to one of: {', '.join(validation)}"
+    return None
+
+
+HYDRA_STARTUP_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"}
+
+
+def discard_unstarted_run_dir(run_dir: Path, log_dir: Path) -> None:
+    """Remove the folder Hydra made for a run that stopped at its checks: it holds only Hydra's
+    config copies and the log, nothing of value. Folders above it are removed only when empty,
+    up to (not including) the log dir. Anything else in it keeps the whole folder."""
+    import shutil
+
+    files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+    if not run_dir.is_dir() or not files <= HYDRA_STARTUP_FILES | {p.name for p in run_dir.glob("*.log")}:
+        return
+    shutil.rmtree(run_dir)
+    for parent in run_dir.parents:
+        if parent == log_dir or log_dir not in parent.parents:
+            break
+        try:
+            parent.rmdir()  # only an empty folder; another run's folder keeps it
+        except OSError:
+            break
+
+
 def run_hydra_job(cfg: DictConfig) -> float | None:
     """run() inside a Hydra job: DDP-safe run dir; a UserError ends a single run with one line."""
     from hydra.core.hydra_config import HydraConfig
@@ -209,10 +251,15 @@ def run_hydra_job(cfg: DictConfig) -> float | None:
     except UserError as err:
         if sweeping:
             raise  # the sweeper records this job as failed and goes on
+        discard_unstarted_run_dir(Path(cfg.paths.output_dir), Path(cfg.paths.log_dir))
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except BaseException as err:
         if failure_status(err) != "interrupted":
+            unlogged = unlogged_monitor(err)
+            if unlogged and not sweeping:
+                print(f"error: {unlogged}", file=sys.stderr)
+                raise SystemExit(2) from None
             raise
         print("stopped by a signal after saving checkpoints/last.ckpt; run the same command again to continue", file=sys.stderr)
         raise SystemExit(SIGNAL_EXIT_CODE) from None

@@ -50,6 +50,8 @@ def _describe(annotation) -> str:
     if origin in (typing.Union, types.UnionType):
         parts = [_describe(a) for a in args if a is not type(None)]
         return " or ".join(parts) + (" or null" if type(None) in args else "")
+    if origin is tuple and args and args[-1] is not Ellipsis:  # tuple[float, float]: a fixed length
+        return f"a list of {len(args)} items (each {_describe(args[0])})"
     if origin in (list, tuple):
         return f"a list (each item {_describe(args[0])})" if args else "a list"
     if origin in (dict, Mapping):
@@ -84,6 +86,10 @@ def _coerce(value, annotation):
     if origin in (list, tuple) or annotation in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise _Mismatch
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _Mismatch
+            return tuple(_coerce(item, arg) for item, arg in zip(value, args))
         items = [_coerce(item, args[0]) if args else item for item in value]
         return tuple(items) if origin is tuple or annotation is tuple else items
     if origin in (dict, Mapping) or annotation in (dict, Mapping):
