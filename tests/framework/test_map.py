@@ -88,3 +88,31 @@ def test_the_package_docstring_names_every_module(family):
         if f"{sub.name}/" not in family_doc:
             unnamed.append(f"{sub.name}/")
     assert not unnamed, f"lightning_modules/{family}/__init__.py does not name {unnamed}"
+
+
+def test_the_har_module_is_what_the_har_configs_train(tmp_path):
+    from hydra.utils import get_class
+
+    from lightning_modules.har.module import HarClassifier
+    from tests.helpers import compose_run
+
+    for experiment in ("har_base", "har_finetune"):
+        assert get_class(compose_run([f"experiment={experiment}"], tmp_path).model._target_) is HarClassifier
+
+
+def test_bench_image_runs_each_image_bench_and_names_them_on_bad_input(monkeypatch, capsys):
+    import sys
+
+    from bench import image
+
+    for name, module in image.BENCHES.items():
+        ran = []
+        monkeypatch.setattr(f"{module}.main", lambda: ran.append(sys.argv[1:]))
+        image.main([name, "--steps", "1"])
+        assert ran == [["--steps", "1"]]
+    try:
+        image.main(["nope"])
+    except SystemExit as stop:
+        assert stop.code == 2 and "distill | deit | layout" in capsys.readouterr().err
+    else:
+        raise AssertionError("an unknown bench name must exit 2")

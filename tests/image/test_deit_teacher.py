@@ -22,11 +22,21 @@ class Probe(L.Callback):
         self.expect_mixed = expect_mixed
         self.checked_batches = 0
         self.train_weights = self.val_weights = None
+        self.received = None  # the teacher outputs the student was handed for this batch
+
+    def watch(self, student) -> None:
+        receive = student.receive_teacher_outputs
+
+        def recording(outputs):
+            self.received = outputs
+            receive(outputs)
+
+        student.receive_teacher_outputs = recording
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         images, target = batch
         teacher = next(cb for cb in trainer.callbacks if isinstance(cb, DistillationTeacher))
-        outputs = pl_module._teacher_outputs
+        outputs = self.received
         assert (target.ndim == 2) == self.expect_mixed  # soft targets: the batch was mixed before this hook
         assert outputs.logits.device == images.device and not outputs.logits.requires_grad
         with torch.no_grad():
@@ -46,6 +56,7 @@ def fit_with_probe(overrides: list[str], run_dir, expect_mixed: bool = False):
     probe = Probe(expect_mixed)
     with built(cfg) as run:
         run.trainer.callbacks.append(probe)
+        probe.watch(run.model)
         teacher = next(cb for cb in run.trainer.callbacks if isinstance(cb, DistillationTeacher))
         teacher_before = {k: v.clone() for k, v in teacher.net.state_dict().items()}
         run.trainer.fit(run.model, datamodule=run.datamodule)
