@@ -3,7 +3,7 @@
     uv run python -m bench.deit                                   # CPU, fp32, eager: DeiT-Tiny and DeiT-micro
     uv run python -m bench.deit --device cuda --precision bf16 --compile   # the GPU path
 
-The GPU path is what `run.py ... trainer=gpu model.compile=true` runs: bf16 autocast (weights and
+The GPU path is what `run.py ... hardware=gpu model.compile=true` runs: bf16 autocast (weights and
 optimizer in fp32), the net compiled with torch.compile, fused SDPA attention, fused AdamW.
 Prints one markdown row per configuration; configurations run side by side in one process.
 """

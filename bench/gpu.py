@@ -5,7 +5,7 @@
     bash scripts/gpu_check.sh                   # a fresh GPU machine: uv sync (or, offline, the wheels of
                                                 # scripts/gpu_prepare.sh), then the bench
 
-The rows (bench/gpu_rows.py): every gpu-marked test; experiment=fmnist_speed_gpu as typed;
+The rows (bench/gpu_rows.py): every gpu-marked test; experiment=fmnist_speed hardware=gpu as typed;
 gpt_small tokens/s and MFU (Lightning's ThroughputMonitor) in bf16 with and without
 torch.compile; DeiT-Ti images/s through run.py against a plain timm + torch loop (bench.overhead,
 alternating); trainer=ddp and trainer=gpt_fsdp on every visible device, each one short fit that

@@ -85,7 +85,7 @@ def read_pytest(folder: Path, seconds: list[float]) -> tuple[str, dict]:
     return summary.strip("= "), counts
 
 
-# --- fmnist_speed_gpu as typed -----------------------------------------------------------------
+# --- fmnist_speed hardware=gpu as typed -----------------------------------------------------------------
 
 def fmnist_overrides() -> list[str]:
     """Read Fashion-MNIST from the copy scripts/gpu_prepare.sh carries in, when there is one."""
@@ -186,8 +186,8 @@ def rows(devices: int) -> list[Row]:
         Row("gpu tests", "every gpu-marked test passes", 120,
             lambda f: iter([[PYTHON, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", *gpu_test_files()]]),
             read_pytest, dry_check=gpu_test_count, needs=["pytest"]),
-        Row("fmnist_speed_gpu", "test acc >= 0.93 in < 10 s of training (one H100)", 100,
-            lambda f: iter([RunPy("fmnist_speed_gpu", fmnist_overrides(), f / "runs")]), read_fmnist, prepare=fashion_mnist_ready),
+        Row("fmnist_speed hardware=gpu", "test acc >= 0.93 in < 10 s of training (one H100)", 100,
+            lambda f: iter([RunPy("fmnist_speed", ["hardware=gpu", *fmnist_overrides()], f / "runs")]), read_fmnist, prepare=fashion_mnist_ready),
         Row("gpt_small bf16 + compile", "MFU >= 40 % (nanochat: 47-48 % on H100)", 150,
             lambda f: iter([RunPy("gpt_small", [*GPT_SHORT, "model.compile=true"], f / "runs")]), read_throughput),
         Row("gpt_small bf16 eager", "beside the compiled row", 90,

@@ -1,9 +1,8 @@
 """Instantiate the config groups that hold several named objects (callbacks, loggers)."""
 
 import importlib.util
-from collections.abc import Mapping
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from hylab.errors import UserError
 
@@ -13,16 +12,6 @@ OPTIONAL_LOGGERS = {
     "MLFlowLogger": (("mlflow",), "uv sync --extra mlflow"),
     "WandbLogger": (("wandb",), "uv sync --extra wandb"),
 }
-
-
-def plain_settings(node: Mapping | None) -> dict:
-    """A settings node as a plain dict, for a LightningModule's hyper-parameters: checkpoints
-    that hold only plain containers load with torch.load(weights_only=True). Objects made by
-    `build` already get plain dicts (`_convert_="all"`); this only matters for a module built
-    by hand from a DictConfig."""
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)
-    return dict(node or {})
 
 
 def named_configs(group: DictConfig | None) -> dict[str, DictConfig]:

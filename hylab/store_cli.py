@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from hylab.errors import UserError
-from hylab.store import RunStore, compose_for
+from hylab.store import ENTRY_FILE, RunStore, compose_for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         store_dir = compose_for(None if listing else args.experiment, [] if listing else args.overrides, args.log_dir).store.dir
         store = RunStore(store_dir)
         if listing:
-            for folder in sorted(Path(store_dir).glob("*/entry.json")):
+            for folder in sorted(Path(store_dir).glob(f"*/{ENTRY_FILE}")):
                 entry = json.loads(folder.read_text())
                 print(f"{entry['key']}  {entry.get('experiment')}  {' '.join(entry.get('overrides') or [])}  {entry.get('run_dir')}")
             return 0

@@ -47,7 +47,7 @@ def triangle_factor(step: int, half_cycle_steps: int, base_lr_ratio: float) -> f
     return base_lr_ratio + (1.0 - base_lr_ratio) * (1.0 - abs(phase - 1.0))
 
 
-def _lambda_schedule(optimizer, warmup_steps: int, main: Schedule) -> list[dict]:
+def lambda_schedule(optimizer, warmup_steps: int, main: Schedule) -> list[dict]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda t: warmup_factor(t, warmup_steps) * main(t)
     )
@@ -57,36 +57,36 @@ def _lambda_schedule(optimizer, warmup_steps: int, main: Schedule) -> list[dict]
 def constant(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0):
     """The configured lr throughout: no scheduler at all, or only the warm-up when one is asked for."""
     warmup = round(warmup_epochs * steps_per_epoch)
-    return _lambda_schedule(optimizer, warmup, lambda t: 1.0) if warmup > 0 else []
+    return lambda_schedule(optimizer, warmup, lambda t: 1.0) if warmup > 0 else []
 
 
 def cosine(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0, min_lr_ratio: float = 0.0):
     warmup = round(warmup_epochs * steps_per_epoch)
-    return _lambda_schedule(optimizer, warmup, lambda t: cosine_factor(t, total_steps, warmup, min_lr_ratio))
+    return lambda_schedule(optimizer, warmup, lambda t: cosine_factor(t, total_steps, warmup, min_lr_ratio))
 
 
 def one_cycle(optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0, final_lr_ratio: float = 0.0):
     """Linear warm-up to the lr, then linear decay to final_lr_ratio * lr (the one-cycle shape of
     the speed-run recipes; Smith & Topin 2017)."""
     warmup = round(warmup_epochs * steps_per_epoch)
-    return _lambda_schedule(optimizer, warmup, lambda t: linear_decay_factor(t, total_steps, warmup, final_lr_ratio))
+    return lambda_schedule(optimizer, warmup, lambda t: linear_decay_factor(t, total_steps, warmup, final_lr_ratio))
 
 
 def step(optimizer, total_steps: int, steps_per_epoch: int, step_epochs: int = 10, gamma: float = 0.1, warmup_epochs: float = 0):
     period = max(1, step_epochs * steps_per_epoch)
     warmup = round(warmup_epochs * steps_per_epoch)
-    return _lambda_schedule(optimizer, warmup, lambda t: gamma ** (t // period))
+    return lambda_schedule(optimizer, warmup, lambda t: gamma ** (t // period))
 
 
 def exponential(optimizer, total_steps: int, steps_per_epoch: int, gamma: float = 0.95, warmup_epochs: float = 0):
     warmup = round(warmup_epochs * steps_per_epoch)
-    return _lambda_schedule(optimizer, warmup, lambda t: gamma ** (t // max(1, steps_per_epoch)))
+    return lambda_schedule(optimizer, warmup, lambda t: gamma ** (t // max(1, steps_per_epoch)))
 
 
 def cyclic(optimizer, total_steps: int, steps_per_epoch: int, base_lr_ratio: float = 0.1, half_cycle_epochs: float = 2, warmup_epochs: float = 0):
     half = max(1, round(half_cycle_epochs * steps_per_epoch))
     warmup = round(warmup_epochs * steps_per_epoch)
-    return _lambda_schedule(optimizer, warmup, lambda t: triangle_factor(t, half, base_lr_ratio))
+    return lambda_schedule(optimizer, warmup, lambda t: triangle_factor(t, half, base_lr_ratio))
 
 
 def plateau(optimizer, total_steps: int, steps_per_epoch: int, monitor: str, mode: str = "max", factor: float = 0.5, patience: int = 3, warmup_epochs: float = 0):

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from hylab.errors import UserError
-from lightning_modules.optim import _lambda_schedule
+from lightning_modules.optim import lambda_schedule
 
 
 class CombinedOptimizer(torch.optim.Optimizer):
@@ -99,4 +99,4 @@ def warmdown_factor(step: int, total_steps: int, warmdown_ratio: float, final_lr
 
 def warmup_warmdown(optimizer, total_steps: int, steps_per_epoch: int, warmup_steps: int = 0, warmdown_ratio: float = 0.4, final_lr_ratio: float = 0.0):
     """Linear warm-up over `warmup_steps` optimizer steps, constant, then the linear warm-down."""
-    return _lambda_schedule(optimizer, warmup_steps, lambda t: warmdown_factor(t, total_steps, warmdown_ratio, final_lr_ratio))
+    return lambda_schedule(optimizer, warmup_steps, lambda t: warmdown_factor(t, total_steps, warmdown_ratio, final_lr_ratio))

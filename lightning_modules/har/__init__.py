@@ -1,6 +1,6 @@
 """Human-activity recognition from wearable windows, with fine-tuning from stored base models.
 
-- The LightningModule is the shared lightning_modules/classifier.py Classifier (macro-F1 and
+- module.py: HarClassifier, the shared lightning_modules/classifier.py Classifier (macro-F1 and
   lr_scales switched on by conf/model/har_classifier.yaml).
 - nets.py: HarCNN, HarTransformer (plain nn.Modules).
 - callbacks.py: FineTuneFromBase (a base model from the run store, frozen layers).

@@ -1,6 +1,5 @@
 import subprocess
 import sys
-import time
 
 import pytest
 from omegaconf import OmegaConf
@@ -31,16 +30,14 @@ def test_group_overrides_accept_dot_syntax():
     ]
 
 
-def test_cfg_job_is_fast_and_imports_neither_torch_nor_lightning():
+def test_cfg_job_imports_neither_torch_nor_lightning():
+    # what keeps `--cfg job` fast (its time is measured in docs/RESULTS.md, not asserted here)
     args = [sys.executable, "-X", "importtime", str(ROOT / "run.py"), "--cfg", "job", "model.net=timm", "model.net.name=resnet18"]
-    started = time.perf_counter()
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    elapsed = time.perf_counter() - started
     assert done.returncode == 0, done.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "torch" not in imported and "lightning" not in imported
     assert "timm_classifier" in done.stdout and "resnet18" in done.stdout
-    assert elapsed < 5.0  # -X importtime slows it; the plain command is measured in docs/RESULTS.md
 
 
 def test_a_misspelled_key_names_the_nearest_setting(tmp_path):

@@ -42,7 +42,7 @@ X = {"x": FloatDistribution(0, 1)}
 def job_return(value=None, error=None) -> JobReturn:
     ret = JobReturn()
     ret.status = JobStatus.FAILED if error else JobStatus.COMPLETED
-    ret._return_value = error or value
+    ret.return_value = error or value
     return ret
 
 

@@ -9,8 +9,6 @@ from datamodules.image.sources import DEBIAN_FASHION_MNIST
 from tests.helpers import EXPERIMENTS, assert_bad_setting, check_settings, run_in_process
 
 HYBRID = [e for e in EXPERIMENTS if e.startswith("hybrid_")]
-# GPU recipes run here at the CPU size: same config, the tiny net, one batch
-ON_CPU = ["model/net=hybrid_tiny", "trainer=cpu", "trainer.precision=32", "data.num_workers=0", "data.batch_size=16"]
 FROM_STORE = ("hybrid_supcon_probe", "hybrid_lora")
 QUICK = ["debug=limit", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.max_epochs=1"]
 
@@ -20,12 +18,7 @@ def as_list(overrides: list[str]) -> str:
 
 
 def overrides_for(experiment: str) -> list[str]:
-    overrides = [f"experiment={experiment}", "debug=fdr", "callbacks.progress_bar=null"]
-    if experiment.endswith("_gpu"):
-        if not DEBIAN_FASHION_MNIST.is_dir():
-            pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-        overrides += ON_CPU
-    return overrides
+    return [f"experiment={experiment}", "debug=fdr", "callbacks.progress_bar=null"]
 
 
 @pytest.mark.parametrize("experiment", HYBRID)
@@ -47,7 +40,7 @@ def test_bad_values_fail_with_one_line(override, message, tmp_path):
 def cpu_experiments():
     """hybrid_ce runs in the fast tests; the other recipes take 10-30 s each on 2 shared cores."""
     return [pytest.param(e, marks=[] if e == "hybrid_ce" else [pytest.mark.slow])
-            for e in HYBRID if e not in FROM_STORE and not e.endswith("_gpu")]
+            for e in HYBRID if e not in FROM_STORE]
 
 
 @pytest.mark.parametrize("experiment", cpu_experiments())
@@ -55,13 +48,6 @@ def test_experiment_fast_dev_run(experiment, tmp_path):
     value, record = run_in_process(overrides_for(experiment), tmp_path / "run")
     assert record["status"] == "completed" and record["experiment"] == experiment
     assert math.isfinite(record["metrics"]["test/loss"]) and math.isfinite(record["metrics"]["train/loss"])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("experiment", [e for e in HYBRID if e.endswith("_gpu") and not e.startswith(FROM_STORE)])
-def test_gpu_recipe_fast_dev_run_at_cpu_size(experiment, tmp_path):
-    _, record = run_in_process(overrides_for(experiment), tmp_path / "run")
-    assert record["status"] == "completed"
 
 
 @pytest.mark.slow
