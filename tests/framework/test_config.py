@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import time
 
 import pytest
 from omegaconf import OmegaConf
