@@ -44,7 +44,7 @@ def process_alive(record: dict) -> bool:
 
 def find_unfinished_run(search_root: Path, key: str, exclude: Path | None = None) -> UnfinishedRun | None:
     """The newest unfinished run with training hash `key` that has an intact checkpoint."""
-    from hylab.checkpoint_io import newest_intact_checkpoint
+    from hylab.checkpoint_files import newest_intact_checkpoint
 
     candidates = []
     for record_path in Path(search_root).rglob(METRICS_FILE):

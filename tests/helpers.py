@@ -18,8 +18,9 @@ CONF_DIR = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
-def compose_run(overrides: list[str], run_dir: Path) -> DictConfig:
-    """The config `python run.py <overrides>` would get, with its run dir at `run_dir`."""
+def compose_run(overrides: list[str], run_dir: Path, log_dir: Path | None = None) -> DictConfig:
+    """The config `python run.py <overrides>` would get, with its run dir at `run_dir` (and its
+    log dir at `log_dir`, by default a `logs` folder beside the run dir)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
@@ -27,16 +28,16 @@ def compose_run(overrides: list[str], run_dir: Path) -> DictConfig:
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
         cfg.hydra.job.num = 0
-        cfg.paths.log_dir = str(run_dir.parent / "logs")
+        cfg.paths.log_dir = str(log_dir or run_dir.parent / "logs")
     HydraConfig.instance().set_config(cfg)
     return cfg
 
 
-def run_in_process(overrides: list[str], run_dir: Path) -> tuple[float | None, dict]:
+def run_in_process(overrides: list[str], run_dir: Path, log_dir: Path | None = None) -> tuple[float | None, dict]:
     """Run a config in this process; returns (optimized value, metrics.json)."""
     from hylab.runner import run
 
-    value = run(compose_run(overrides, run_dir))
+    value = run(compose_run(overrides, run_dir, log_dir))
     return value, json.loads((run_dir / "metrics.json").read_text())
 
 
