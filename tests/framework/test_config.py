@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from hylab.cli import normalize_group_overrides
-from tests.helpers import CONF_DIR, EXPERIMENTS, ROOT, compose_run, run_cli
+from tests.helpers import CONF_DIR, EXPERIMENTS, ROOT, compose_run, run_cli, timeout_for
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -34,7 +34,7 @@ def test_group_overrides_accept_dot_syntax():
 def test_cfg_job_is_fast_and_imports_neither_torch_nor_lightning():
     args = [sys.executable, "-X", "importtime", str(ROOT / "run.py"), "--cfg", "job", "model.net=timm", "model.net.name=resnet18"]
     started = time.perf_counter()
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(0.5))
     elapsed = time.perf_counter() - started
     assert done.returncode == 0, done.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if line.startswith("import time:")}
@@ -44,13 +44,13 @@ def test_cfg_job_is_fast_and_imports_neither_torch_nor_lightning():
 
 
 def test_bad_override_fails_fast_with_hydra_message(tmp_path):
-    done = run_cli(["trainer.max_epochz=3"], tmp_path, timeout=60)
+    done = run_cli(["trainer.max_epochz=3"], tmp_path, runs=0.5)
     assert done.returncode != 0
     assert "max_epochz" in done.stderr and "+trainer.max_epochz" in done.stderr
 
 
 def test_unknown_experiment_lists_the_available_ones(tmp_path):
-    done = run_cli(["experiment=no_such_experiment"], tmp_path, timeout=60)
+    done = run_cli(["experiment=no_such_experiment"], tmp_path, runs=0.5)
     assert done.returncode != 0
     assert "no_such_experiment" in done.stderr
     for name in EXPERIMENTS:
@@ -58,11 +58,11 @@ def test_unknown_experiment_lists_the_available_ones(tmp_path):
 
 
 def test_unknown_task_and_missing_checkpoint_fail_before_training(tmp_path):
-    done = run_cli(["task=fitt"], tmp_path, timeout=60)
+    done = run_cli(["task=fitt"], tmp_path, runs=0.5)
     assert done.returncode == 2 and "error: task='fitt' is not a task of this config; choose one of: fit, predict, test, validate" in done.stderr
-    done = run_cli(["task=chat"], tmp_path, timeout=60)
+    done = run_cli(["task=chat"], tmp_path, runs=0.5)
     assert done.returncode == 2 and "it comes with tasks=gpt" in done.stderr
-    done = run_cli(["ckpt_path=/nonexistent/last.ckpt"], tmp_path, timeout=60)
+    done = run_cli(["ckpt_path=/nonexistent/last.ckpt"], tmp_path, runs=0.5)
     assert done.returncode == 2 and "ckpt_path=/nonexistent/last.ckpt does not exist" in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -72,6 +72,6 @@ def test_two_runs_started_together_get_two_folders(tmp_path):
     args = [sys.executable, str(ROOT / "run.py"), "task=test", f"paths.log_dir={tmp_path}"]
     procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     for proc in procs:
-        proc.communicate(timeout=60)
+        proc.communicate(timeout=timeout_for(0.5))
     runs = sorted((tmp_path / "seresnet_digits" / "runs").iterdir())
     assert len(runs) == 2 and runs[0].name != runs[1].name

@@ -109,7 +109,7 @@ def test_a_killed_grid_sweep_run_again_skips_finished_jobs_and_resumes_the_kille
     assert run_cli(sweep, tmp_path / "logs").returncode == -9
     assert len(completed(tmp_path / "logs")) == 2
 
-    again = run_cli(sweep, tmp_path / "logs", timeout=600)
+    again = run_cli(sweep, tmp_path / "logs", runs=3)
     assert again.returncode == 0, again.stderr[-2000:]
     rerun = [r for r in completed(tmp_path / "logs") if r.get("reused_from") or r.get("resumed_from")]
     reused = [r for r in rerun if r.get("reused_from")]
@@ -123,7 +123,7 @@ def test_an_optuna_trial_killed_mid_training_resumes_from_its_checkpoint(tmp_pat
     search = ["hparams_search=seresnet_optuna", "hydra.sweeper.n_trials=2", *SHORT_FIT,
               *signal_overrides(tmp_path / "fired", "SIGKILL", at_epoch_start=1)]
     assert run_cli(search, tmp_path / "logs").returncode == -9
-    again = run_cli(search, tmp_path / "logs", timeout=600)
+    again = run_cli(search, tmp_path / "logs", runs=3)
     assert again.returncode == 0, again.stderr[-2000:]
     done = completed(tmp_path / "logs")
     assert len(done) == 2

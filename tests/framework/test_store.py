@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from hylab.checkpoints import load_checkpoint, load_net, net_config
 from hylab.errors import UserError
 from hylab.store import RunStore, compose_for, training_hash
-from tests.helpers import ROOT, compose_run, run_in_process
+from tests.helpers import ROOT, compose_run, run_in_process, timeout_for
 
 BASE = ["debug=limit", "callbacks.progress_bar=null", "test_after_fit=false"]
 
@@ -98,7 +98,7 @@ def test_load_net_rejects_mismatched_shapes(tmp_path):
 def test_two_processes_asking_for_the_same_run_train_it_once(tmp_path):
     command = [sys.executable, "-m", "hylab.store_cli", "--log-dir", str(tmp_path), "get", "seresnet_digits", *BASE]
     procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [proc.communicate(timeout=600) for proc in procs]
+    outputs = [proc.communicate(timeout=timeout_for(5)) for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), [err[-2000:] for _, err in outputs]
     answers = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert answers[0] == answers[1]
