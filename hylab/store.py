@@ -141,7 +141,7 @@ class RunStore:
         except OSError as err:  # a read-only store: left in place, not used
             log.error(f"store entry {key} cannot be used ({problem}) nor moved aside ({err.strerror or err})")
             return
-        log.error(f"store entry {key} is corrupt ({problem}); moved to {aside}, it will be trained again")
+        log.error(f"store entry {key} cannot be used ({problem}); moved to {aside}, it will be trained again")
 
     def register(self, key: str, checkpoint: Path, record: dict, config: dict) -> StoreEntry:
         """Add an entry (caller holds the key's lock). An existing valid entry is kept, never overwritten."""
