@@ -169,21 +169,6 @@ def process_alive(pid: int) -> bool:
         return False
 
 
-def test_ddp_sigterm_mid_epoch_then_the_same_command_ends_with_the_uninterrupted_ddp_result(tmp_path):
-    ddp = [*SHORT_FIT, "trainer=ddp_cpu"]
-    assert run_cli(ddp, tmp_path / "reference", runs=2).returncode == 0
-    (reference,) = completed(tmp_path / "reference")
-    stop = signal_overrides(tmp_path / "fired", "SIGTERM", at_step=4, rank=0)  # Lightning tells the other rank
-    first = run_cli(ddp + stop, tmp_path / "logs", runs=2)
-    assert first.returncode == 143, first.stderr[-2000:]
-    again = run_cli(ddp + stop, tmp_path / "logs", runs=2)
-    assert again.returncode == 0, again.stderr[-2000:]
-    (finished,) = completed(tmp_path / "logs")
-    assert finished["resumed_from"] and finished["progress"] == reference["progress"]
-    same_metrics(finished, reference)
-    same_final_weights(finished, reference)
-
-
 def test_a_checkpoint_write_cut_short_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
