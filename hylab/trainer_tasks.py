@@ -74,10 +74,11 @@ def framework_callbacks(cfg: DictConfig, resolved: dict) -> list[L.Callback]:
     from hylab.provenance import provenance
 
     output_dir = Path(cfg.paths.output_dir)
-    added = [EmbedRunConfig(resolved, str(output_dir), provenance()), SaveOnPreemption(str(output_dir / "checkpoints")), CarryOver()]
+    added = [EmbedRunConfig(resolved, str(output_dir), provenance()), CarryOver()]
     if cfg.get("seed") is not None:
         added.append(StepSeed(cfg.seed))
-    return added
+    # last: it may stop the run at the end of a step, after every other callback has seen that step
+    return added + [SaveOnPreemption(str(output_dir / "checkpoints"))]
 
 
 def checkpoint_paths(trainer: L.Trainer) -> dict:

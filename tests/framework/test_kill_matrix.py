@@ -19,11 +19,12 @@ pytestmark = pytest.mark.slow
 
 SHORT_FIT = ["debug=limit", "trainer.max_epochs=3", "callbacks.progress_bar=null", "logger=csv"]
 COMPARED = ("test/acc", "test/loss", "val/acc", "val/acc_best", "val/loss")
-# Where the training is stopped, in the order it meets them (3 epochs of 3 steps, then the test).
+# Where the training is stopped, in the order it meets them (3 epochs of 3 steps, then the test;
+# a signal during validation stops the run at the end of the next training step).
 STOPS = [
     ("before_first_checkpoint", "crash", {"at_step": 1}),
     ("during_validation", "SIGTERM", {"at_validation_epoch": 0}),
-    ("mid_epoch_ctrl_c", "SIGINT", {"at_step": 4}),
+    ("mid_epoch_ctrl_c", "SIGINT", {"at_step": 5}),
     ("mid_epoch_kill", "crash", {"at_step": 7}),
     ("during_test", "crash", {"at_test": True}),
 ]
