@@ -11,7 +11,6 @@ completed metrics.json (a killed job) are counted and left out. Reads files only
 import argparse
 import csv
 import io
-import json
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from hylab.records import METRICS_FILE, atomic_write_text
+from hylab.records import METRICS_FILE, atomic_write_text, read_record_or_skip
 
 @dataclass
 class Job:
@@ -53,7 +52,7 @@ def read_jobs(sweep_dir: Path) -> tuple[list[Job], list[Path]]:
     done, unfinished = [], []
     for folder in sorted({p.parent for p in sweep_dir.rglob(".hydra")}):
         path = folder / METRICS_FILE
-        record = json.loads(path.read_text()) if path.is_file() else {}
+        record = (read_record_or_skip(path) or {}) if path.is_file() else {}
         if record.get("status") == "completed":
             done.append(Job(folder, record, parse_overrides(record.get("overrides") or [])))
         else:

@@ -1,6 +1,7 @@
 """metrics.json: what a run produced (final metrics, checkpoints, identity), written atomically."""
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -8,6 +9,8 @@ import time
 from pathlib import Path
 
 METRICS_FILE = "metrics.json"
+
+log = logging.getLogger("hylab")
 
 
 def _umask() -> int:
@@ -60,7 +63,22 @@ def write_run_record(output_dir: Path, record: dict) -> Path:
 
 
 def read_run_record(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / METRICS_FILE).read_text())
+    """The record of a run; ValueError when the file is not one (cut mid-write, `null`, a list)."""
+    path = Path(run_dir) / METRICS_FILE
+    record = json.loads(path.read_text())
+    if not isinstance(record, dict):
+        raise ValueError(f"holds a JSON {type(record).__name__}, not an object")
+    return record
+
+
+def read_record_or_skip(path: Path) -> dict | None:
+    """The record at `path`, or None with one line naming the file when it is not a readable one
+    (a scan over many runs goes on without it)."""
+    try:
+        return read_run_record(Path(path).parent)
+    except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError
+        log.warning(f"skipping {path}: not a readable run record ({err})")
+        return None
 
 
 def plain_metrics(metrics: dict) -> dict[str, float]:

@@ -7,14 +7,13 @@ signal leaves status "interrupted". The next run with the same training hash, an
 the newest intact checkpoint of the newest such run, unless `resume=false`.
 """
 
-import json
 import logging
 import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from hylab.records import METRICS_FILE
+from hylab.records import METRICS_FILE, read_record_or_skip
 
 log = logging.getLogger("hylab")
 
@@ -44,22 +43,21 @@ def process_alive(record: dict) -> bool:
 
 def find_unfinished_run(search_root: Path, key: str, exclude: Path | None = None) -> UnfinishedRun | None:
     """The newest unfinished run with training hash `key` that has an intact checkpoint."""
-    from hylab.checkpoint_io import newest_intact_checkpoint
+    from hylab.checkpoint_files import newest_intact_checkpoint
 
     candidates = []
     for record_path in Path(search_root).rglob(METRICS_FILE):
         run_dir = record_path.parent
         if exclude is not None and run_dir.resolve() == Path(exclude).resolve():
             continue
-        try:
-            record = json.loads(record_path.read_text())
-        except (OSError, ValueError):
+        record = read_record_or_skip(record_path)
+        if record is None:
             continue
         if record.get("config_hash") != key or record.get("status") not in UNFINISHED:
             continue
         if record.get("status") == "running" and process_alive(record):
             continue  # another process is training it right now
-        if record.get("error", "").startswith("UserError"):
+        if str(record.get("error") or "").startswith("UserError"):
             continue  # stopped by bad input: nothing to continue
         candidates.append((record_path.stat().st_mtime, run_dir, record))
     for _, run_dir, record in sorted(candidates, key=lambda item: item[0], reverse=True):
@@ -67,6 +65,21 @@ def find_unfinished_run(search_root: Path, key: str, exclude: Path | None = None
         if checkpoint is not None:
             return UnfinishedRun(run_dir, checkpoint, record)
     return None
+
+
+def find_completed_run(search_root: Path, key: str) -> dict | None:
+    """The newest completed, checkpointed run with training hash `key` (its record), if any."""
+    found = []
+    for record_path in Path(search_root).rglob(METRICS_FILE):
+        record = read_record_or_skip(record_path)
+        if not record or record.get("config_hash") != key or record.get("status") != "completed":
+            continue
+        checkpoints = record.get("checkpoints") or {}
+        checkpoint = checkpoints.get("best") or checkpoints.get("last")
+        metric = record.get("optimized_metric") or {}
+        if checkpoint and Path(checkpoint).is_file() and (not metric.get("name") or metric.get("value") is not None):
+            found.append((record_path.stat().st_mtime, record))
+    return max(found, key=lambda item: item[0])[1] if found else None
 
 
 def this_process() -> dict:

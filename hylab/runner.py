@@ -90,8 +90,14 @@ def reused_run(cfg: DictConfig, key: str | None):
 
     if not key or not store_reuse(cfg):
         return None
-    entry = RunStore(cfg.store.dir).find(key)
+    store = RunStore(cfg.store.dir)
+    entry = store.find(key)
     if entry is None:
+        return None
+    name = cfg.get("optimized_metric")
+    if name and not isinstance((entry.record.get("metrics") or {}).get(name), (int, float)):
+        # written before records were checked for it: a sweep cannot use it, so train it again
+        store.move_aside(key, f"no value for optimized_metric={name!r}")
         return None
     log.info(f"reusing stored run {entry.record.get('run_id')} (key {key}) from {entry.run_dir}: not training again")
     return TaskResult(
@@ -102,12 +108,20 @@ def reused_run(cfg: DictConfig, key: str | None):
 
 
 def register_in_store(cfg: DictConfig, record: dict) -> None:
-    """Index a completed fit run in the run store, so asking for the same config reuses it."""
+    """Index a completed fit run in the run store, so asking for the same config reuses it.
+
+    A record without the value of its optimized metric is not registered (a sweep reusing it
+    would have nothing to optimize); a store that cannot be written (read-only, full) is a
+    warning: the run itself completed, and its results are in its run dir."""
     from filelock import Timeout
 
     store_cfg = cfg.get("store")
     checkpoint = (record.get("checkpoints") or {}).get("best") or (record.get("checkpoints") or {}).get("last")
     if not store_cfg or not store_cfg.get("register_runs") or not checkpoint or cfg.trainer.get("fast_dev_run"):
+        return
+    metric = record.get("optimized_metric") or {}
+    if metric.get("name") and metric.get("value") is None:
+        log.warning(f"not registered in the run store: optimized_metric={metric['name']!r} has no value in this run")
         return
     store = RunStore(store_cfg.dir)
     key = record["config_hash"]
@@ -116,6 +130,8 @@ def register_in_store(cfg: DictConfig, record: dict) -> None:
             store.register(key, Path(checkpoint), record, training_config(cfg))
     except Timeout:
         log.warning(f"run store key {key} is locked by another process; this run was not registered")
+    except OSError as err:
+        log.warning(f"run store {store.root} cannot be written ({err.strerror or err}); this run completed but was not registered")
 
 
 def store_reuse(cfg: DictConfig) -> bool:

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,11 +30,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hylab.checkpoint_files import copy_file
 from hylab.ddp import DISTRIBUTED_ENV
 from hylab.errors import UserError
 from hylab.instantiate import affects_training
 from hylab.redact import redact
-from hylab.records import METRICS_FILE, atomic_write_text, now_iso
+from hylab.records import METRICS_FILE, atomic_write_text, now_iso, read_record_or_skip
 
 log = logging.getLogger("hylab.store")
 
@@ -122,18 +124,25 @@ class RunStore:
             record = json.loads((folder / ENTRY_FILE).read_text())
             intact = sha256_file(folder / CHECKPOINT_FILE) == record["checkpoint_sha256"]
             problem = "checkpoint checksum mismatch"
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, TypeError) as err:
             intact, problem = False, f"unreadable entry ({err})"
         if intact:
             return StoreEntry(key, folder, record)
-        aside = self.root / "corrupt" / f"{key}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-        aside.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(folder, aside)
-        except FileNotFoundError:  # another process moved it aside first
-            return None
-        log.error(f"store entry {key} is corrupt ({problem}); moved to {aside}, it will be trained again")
+        self.move_aside(key, problem)
         return None
+
+    def move_aside(self, key: str, problem: str) -> None:
+        """Move an entry that cannot be used under store/corrupt/ (never deleted); it is trained again."""
+        aside = self.root / "corrupt" / f"{key}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        try:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.root / key, aside)
+        except FileNotFoundError:  # another process moved it aside first
+            return
+        except OSError as err:  # a read-only store: left in place, not used
+            log.error(f"store entry {key} cannot be used ({problem}) nor moved aside ({err.strerror or err})")
+            return
+        log.error(f"store entry {key} cannot be used ({problem}); moved to {aside}, it will be trained again")
 
     def register(self, key: str, checkpoint: Path, record: dict, config: dict) -> StoreEntry:
         """Add an entry (caller holds the key's lock). An existing valid entry is kept, never overwritten."""
@@ -143,17 +152,15 @@ class RunStore:
         staging = self.root / f".{key}.{os.getpid()}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        target = staging / CHECKPOINT_FILE
-        try:
-            os.link(checkpoint, target)  # same file system: no copy, and it outlives the run dir
-        except OSError:
-            shutil.copy2(checkpoint, target)
+        # a copy (a reflink where the file system has them), never a hard link: damaging the run's
+        # checkpoint must not damage the stored one
+        target = copy_file(checkpoint, staging / CHECKPOINT_FILE)
         entry = {
             "key": key,
             "checkpoint_sha256": sha256_file(target),
             "source_checkpoint": str(checkpoint),
             "registered_at": now_iso(),
-            **{k: record.get(k) for k in ("run_id", "run_dir", "experiment", "overrides", "metrics")},
+            **{k: record.get(k) for k in ("run_id", "run_dir", "experiment", "overrides", "optimized_metric", "metrics")},
             "config": config,
         }
         atomic_write_text(staging / ENTRY_FILE, json.dumps(entry, indent=2, default=str) + "\n")
@@ -179,7 +186,7 @@ class RunStore:
             if entry is not None:
                 log.info(f"reusing stored run {entry.record.get('run_id')} ({experiment} {overrides}, key {key}), trained meanwhile")
                 return entry
-            record = train_in_subprocess(cfg, experiment, overrides, key)
+            record = adoptable_run(cfg, key) or train_in_subprocess(cfg, experiment, overrides, key)
             return self.register(key, Path(record["checkpoints"]["best"] or record["checkpoints"]["last"]), record, training_config(cfg))
         finally:
             lock.release()
@@ -236,21 +243,43 @@ def compose_for(experiment: str | None, overrides: list[str], log_dir: str | Pat
     return cfg
 
 
+def adoptable_run(cfg: DictConfig, key: str) -> dict | None:
+    """A completed training of `key` that was never registered (its parent died after it finished)."""
+    from hylab.resume import find_completed_run
+
+    found = find_completed_run(Path(cfg.paths.log_dir) / str(cfg.task_name), key)
+    if found is not None:
+        log.info(f"adopting the completed, unregistered training {found['run_dir']} (key {key}): not training again")
+    return found
+
+
 def train_in_subprocess(cfg: DictConfig, experiment: str, overrides: list[str], key: str) -> dict:
-    """Train the run as `python run.py ...` in a clean process (no DDP variables inherited)."""
+    """Train the run as `python run.py ...` in a clean process (no DDP variables inherited).
+
+    The training runs in its own process group and dies with this process (die_with_parent.py):
+    a store training killed along with the run that asked for it never runs on, outside the
+    store's lock, as an orphan. A stop of this process stops the training with SIGTERM, which
+    saves a checkpoint: the next request resumes it."""
     run_dir = Path(cfg.paths.log_dir) / str(cfg.task_name) / "runs" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_store-{key[:6]}"
     command = [
+        sys.executable, str(ROOT / "hylab" / "die_with_parent.py"), str(os.getpid()),
         sys.executable, str(ROOT / "run.py"), f"experiment={experiment}", *overrides,
         f"paths.log_dir={cfg.paths.log_dir}", f"store.dir={cfg.store.dir}", "store.register_runs=false",
         "task=fit", f"hydra.run.dir={run_dir}",
     ]
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_ENV}
     log.info(f"training {experiment} {overrides} (key {key}) into {run_dir}")
-    done = subprocess.run(command, cwd=ROOT, env=env)
-    record_path = run_dir / METRICS_FILE
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    if done.returncode != 0 or record.get("status") != "completed":
-        raise UserError(f"training {experiment} {overrides} failed (exit code {done.returncode}); its log is in {run_dir}")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, process_group=0)
+    try:
+        returncode = process.wait()
+    except BaseException:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+        raise
+    record = read_record_or_skip(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).is_file() else None
+    record = record or {}
+    if returncode != 0 or record.get("status") != "completed":
+        raise UserError(f"training {experiment} {overrides} failed (exit code {returncode}); its log is in {run_dir}")
     if record.get("config_hash") != key:
         raise RuntimeError(f"store key mismatch: asked for {key}, the run reports {record.get('config_hash')}")
     if not (record.get("checkpoints") or {}).get("last"):

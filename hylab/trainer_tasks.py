@@ -21,8 +21,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from callbacks.epoch_seed import EpochSeed
+from callbacks.carry_over import CarryOver
 from callbacks.model_summary import ModelSummaryWithoutFlops
+from callbacks.step_seed import StepSeed
 from callbacks.preemption import SaveOnPreemption
 from callbacks.run_config import EmbedRunConfig
 from hylab.checkpoint_io import AtomicCheckpointIO
@@ -71,17 +72,19 @@ def built(cfg: DictConfig):
 
 def framework_callbacks(cfg: DictConfig, resolved: dict) -> list[L.Callback]:
     """What every Trainer run gets: its config and provenance in each checkpoint, a checkpoint
-    when a signal stops it, epochs seeded by (seed, epoch) so a resumed run repeats them, and
-    the model summary without Lightning's FLOPs column (always 0 here)."""
+    when a signal stops it, the checkpoint ranking and metrics carried over on a resume, steps
+    seeded by (seed, epoch, batch) so a resumed run repeats them, and the model summary without
+    Lightning's FLOPs column (always 0 here)."""
     from hylab.provenance import provenance
 
     output_dir = Path(cfg.paths.output_dir)
-    added = [EmbedRunConfig(resolved, str(output_dir), provenance()), SaveOnPreemption(str(output_dir / "checkpoints"))]
+    added = [EmbedRunConfig(resolved, str(output_dir), provenance()), CarryOver()]
     if cfg.get("seed") is not None:
-        added.append(EpochSeed(cfg.seed))
+        added.append(StepSeed(cfg.seed))
     if cfg.trainer.get("enable_model_summary", True) is not False:
         added.append(ModelSummaryWithoutFlops())  # Lightning then adds none of its own
-    return added
+    # last: it may stop the run at the end of a step, after every other callback has seen that step
+    return added + [SaveOnPreemption(str(output_dir / "checkpoints"))]
 
 
 def checkpoint_paths(trainer: L.Trainer) -> dict:
@@ -104,7 +107,8 @@ def checkpoint_paths(trainer: L.Trainer) -> dict:
 def fit(cfg: DictConfig) -> TaskResult:
     with built(cfg) as run:
         run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics = dict(run.trainer.callback_metrics)
+        carried = next(c for c in run.trainer.callbacks if isinstance(c, CarryOver))
+        metrics = carried.carried_metrics(run.trainer.callback_metrics)
         checkpoints = checkpoint_paths(run.trainer)
         progress = {"global_step": run.trainer.global_step, "epochs_completed": run.trainer.current_epoch}
         if cfg.get("test_after_fit") and not run.trainer.interrupted:

@@ -49,7 +49,8 @@ class TokenDataModule(SplitDataModule):
 
     def dataset_loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
-        return make_loader(dataset, batch_size, shuffle, self.num_workers, self.pin_memory, collate_fn=getattr(dataset, "collate", None))
+        return make_loader(dataset, batch_size, False, self.num_workers, self.pin_memory, collate_fn=getattr(dataset, "collate", None),
+                           sampler=self.sampler(dataset, shuffle))
 
 
 class TextDataModule(TokenDataModule):

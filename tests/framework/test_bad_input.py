@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli, run_dirs
+from tests.helpers import ROOT, run_cli, run_dirs, timeout_for
 
 BAD_VALUES = {
     "model.optimizer.lr=abc": "model.optimizer.lr='abc' is not allowed; expected a number",
@@ -21,7 +21,7 @@ BAD_VALUES = {
 
 @pytest.mark.parametrize("override", list(BAD_VALUES))
 def test_bad_values_stop_in_one_line_before_torch(tmp_path, override):
-    done = run_cli([override], tmp_path, timeout=120)
+    done = run_cli([override], tmp_path, runs=0.5)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines == [f"error: {BAD_VALUES[override]}"] or (len(lines) == 1 and BAD_VALUES[override] in lines[0]), done.stderr
@@ -48,7 +48,7 @@ print("torch imported:", "torch" in sys.modules)
 def test_the_checks_import_no_torch(tmp_path, override):
     script = tmp_path / "check.py"
     script.write_text(CHECK_WITHOUT_TORCH)
-    done = subprocess.run([sys.executable, str(script), override], cwd=ROOT, capture_output=True, text=True, timeout=120,
+    done = subprocess.run([sys.executable, str(script), override], cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(0.5),
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert "UserError:" in done.stdout and "torch imported: False" in done.stdout, done.stdout + done.stderr
 
@@ -56,7 +56,7 @@ def test_the_checks_import_no_torch(tmp_path, override):
 @pytest.mark.parametrize("search,experiment", [("har_optuna", "har_finetune"), ("ris_optuna", "ris_hybrid"), ("seresnet_optuna", "seresnet_digits")])
 def test_each_search_runs_as_typed(search, experiment):
     done = subprocess.run([sys.executable, str(ROOT / "run.py"), f"hparams_search={search}", "--cfg", "hydra"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(0.5))
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"experiment: {experiment}" in done.stdout
 

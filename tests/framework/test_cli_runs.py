@@ -5,6 +5,8 @@ import json
 import pytest
 import yaml
 
+from tests.framework.signals import signal_overrides
+from tests.framework.test_reliability import same_final_weights, same_metrics
 from tests.helpers import run_cli, run_dirs
 
 QUIET = ["debug=limit", "callbacks.progress_bar=null"]
@@ -31,17 +33,41 @@ def test_grid_sweep_from_the_shell(tmp_path):
     assert "sweep summary by model.optimizer.lr" in done.stderr + done.stdout
 
 
-@pytest.mark.slow
-def test_ddp_cpu_two_processes_one_run_dir(tmp_path):
-    done = run_cli(["trainer=ddp_cpu", *QUIET], tmp_path)
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple:
+    """One uninterrupted DDP run (2 epochs of 3 steps per rank): (log dir, its record)."""
+    log_dir = tmp_path_factory.mktemp("ddp")
+    done = run_cli(["trainer=ddp_cpu", *QUIET], log_dir, runs=2)
     assert done.returncode == 0, done.stderr[-3000:]
-    (run_dir,) = run_dirs(tmp_path)
-    assert len(list((tmp_path / "debug" / "runs").iterdir())) == 1
+    (run_dir,) = run_dirs(log_dir)
+    return log_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_ddp_cpu_two_processes_one_run_dir(ddp_run):
+    log_dir, record = ddp_run
+    (run_dir,) = run_dirs(log_dir)
+    assert len(list((log_dir / "debug" / "runs").iterdir())) == 1
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (run_dir / "train_ddp_process_1.log").read_text()
-    record = json.loads((run_dir / "metrics.json").read_text())
     # 2 ranks x 3 batches per epoch of a shared (distributed) sampler; global_step counts steps per rank
     assert record["status"] == "completed" and record["progress"] == {"global_step": 6, "epochs_completed": 2}
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_sigterm_mid_epoch_then_the_same_command_ends_with_the_uninterrupted_ddp_result(ddp_run, tmp_path):
+    """The DDP cell of the kill matrix (docs/reliability.md): each rank resumes at its own position."""
+    _, reference = ddp_run
+    stop = signal_overrides(tmp_path / "fired", "SIGTERM", at_step=4, rank=0)  # step 4 of 6: inside epoch 2
+    first = run_cli(["trainer=ddp_cpu", *QUIET, *stop], tmp_path / "logs", runs=2)
+    assert first.returncode == 143, first.stderr[-2000:]  # Lightning stops the other rank at the same step
+    again = run_cli(["trainer=ddp_cpu", *QUIET, *stop], tmp_path / "logs", runs=2)
+    assert again.returncode == 0, again.stderr[-2000:]
+    (finished,) = [r for r in map(lambda d: json.loads((d / "metrics.json").read_text()), run_dirs(tmp_path / "logs"))
+                   if r["status"] == "completed"]
+    assert finished["resumed_from"] and finished["progress"] == reference["progress"]
+    same_metrics(finished, reference)
+    same_final_weights(finished, reference)
 
 
 @pytest.mark.slow

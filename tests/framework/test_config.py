@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from hylab.cli import normalize_group_overrides
-from tests.helpers import CONF_DIR, EXPERIMENTS, ROOT, compose_run, run_cli
+from tests.helpers import CONF_DIR, EXPERIMENTS, ROOT, compose_run, run_cli, timeout_for
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -34,7 +34,7 @@ def test_group_overrides_accept_dot_syntax():
 def test_cfg_job_imports_neither_torch_nor_lightning():
     # what keeps `--cfg job` fast (its time is measured in docs/RESULTS.md, not asserted here)
     args = [sys.executable, "-X", "importtime", str(ROOT / "run.py"), "--cfg", "job", "model.net=timm", "model.net.name=resnet18"]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(0.5))
     assert done.returncode == 0, done.stderr[-2000:]
     imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert "torch" not in imported and "lightning" not in imported
@@ -42,13 +42,13 @@ def test_cfg_job_imports_neither_torch_nor_lightning():
 
 
 def test_a_misspelled_key_names_the_nearest_setting(tmp_path):
-    done = run_cli(["trainer.max_epochz=3"], tmp_path, timeout=60)
+    done = run_cli(["trainer.max_epochz=3"], tmp_path, runs=0.5)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: trainer.max_epochz is not a setting; did you mean trainer.max_epochs?"
 
 
 def test_unknown_experiment_lists_the_available_ones(tmp_path):
-    done = run_cli(["experiment=no_such_experiment"], tmp_path, timeout=60)
+    done = run_cli(["experiment=no_such_experiment"], tmp_path, runs=0.5)
     assert done.returncode != 0
     assert "no_such_experiment" in done.stderr
     for name in EXPERIMENTS:
@@ -56,11 +56,11 @@ def test_unknown_experiment_lists_the_available_ones(tmp_path):
 
 
 def test_unknown_task_and_missing_checkpoint_fail_before_training(tmp_path):
-    done = run_cli(["task=fitt"], tmp_path, timeout=60)
+    done = run_cli(["task=fitt"], tmp_path, runs=0.5)
     assert done.returncode == 2 and "error: task='fitt' is not a task of this config; choose one of: fit, predict, test, validate" in done.stderr
-    done = run_cli(["task=chat"], tmp_path, timeout=60)
+    done = run_cli(["task=chat"], tmp_path, runs=0.5)
     assert done.returncode == 2 and "it comes with tasks=gpt" in done.stderr
-    done = run_cli(["ckpt_path=/nonexistent/last.ckpt"], tmp_path, timeout=60)
+    done = run_cli(["ckpt_path=/nonexistent/last.ckpt"], tmp_path, runs=0.5)
     assert done.returncode == 2 and "ckpt_path=/nonexistent/last.ckpt does not exist" in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -75,6 +75,6 @@ def test_two_runs_started_together_get_two_folders(tmp_path):
         time.sleep(0.1)
     for proc in procs:
         proc.kill()
-        proc.wait(timeout=30)
+        proc.wait(timeout=timeout_for(0.5))
     runs = sorted(runs_dir.iterdir())
     assert len(runs) == 2 and runs[0].name != runs[1].name

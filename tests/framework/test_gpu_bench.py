@@ -7,11 +7,11 @@ import time
 
 from bench import gpu
 from bench.gpu_rows import PYTHON, Row, RunPy
-from tests.helpers import ROOT
+from tests.helpers import ROOT, timeout_for
 
 
 def test_dry_run_checks_every_row_without_a_gpu():
-    done = subprocess.run([sys.executable, "-m", "bench.gpu", "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "bench.gpu", "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(1))
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 8 and all(line.startswith("ok ") for line in lines), done.stdout

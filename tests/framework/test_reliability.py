@@ -1,9 +1,13 @@
 """Kill it, run the same command again, lose nothing: through the real CLI.
 
 Each fault is delivered for real (SIGKILL, SIGTERM) by a one-shot test callback that is left out
-of the training hash, so the command run again is the same training."""
+of the training hash, so the command run again is the same training, and each run that continues
+one ends with the final metrics and weights of the uninterrupted run (the cells of the kill matrix
+in docs/reliability.md; those run in one process are in test_kill_matrix.py)."""
 
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -12,7 +16,7 @@ import torch
 
 from hylab.checkpoint_io import AtomicCheckpointIO, is_intact
 from tests.framework.signals import signal_overrides
-from tests.helpers import run_cli, run_dirs
+from tests.helpers import ROOT, run_cli, run_dirs, timeout_for
 
 pytestmark = pytest.mark.slow
 
@@ -101,35 +105,68 @@ def test_sigterm_mid_epoch_checkpoints_at_the_step_exits_and_resumes(tmp_path, u
     (finished,) = completed(tmp_path / "logs")
     assert finished["progress"]["global_step"] == STEPS
     assert Path(finished["resumed_from"]) == stopped_dir
+    same_metrics(finished, uninterrupted)  # the epoch goes on from the step it stopped at
+    same_final_weights(finished, uninterrupted)
 
 
-def test_a_killed_grid_sweep_run_again_skips_finished_jobs_and_resumes_the_killed_one(tmp_path):
-    sweep = ["-m", "seed=1,2,3", *SHORT_FIT, *signal_overrides(tmp_path / "fired", "SIGKILL", at_epoch_start=1,
-                                                                 job="${hydra:job.num}", fire_in_job=2)]
-    assert run_cli(sweep, tmp_path / "logs").returncode == -9
-    assert len(completed(tmp_path / "logs")) == 2
+def test_a_killed_grid_sweep_run_again_skips_finished_jobs_and_resumes_the_killed_one(tmp_path, uninterrupted):
+    # job 1 (seed 42) is the uninterrupted run's training
+    sweep = ["-m", "seed=1,42", *SHORT_FIT, *signal_overrides(tmp_path / "fired", "SIGKILL", at_epoch_start=1,
+                                                               job="${hydra:job.num}", fire_in_job=1)]
+    assert run_cli(sweep, tmp_path / "logs", runs=2).returncode == -9
+    assert len(completed(tmp_path / "logs")) == 1
 
-    again = run_cli(sweep, tmp_path / "logs", timeout=600)
+    again = run_cli(sweep, tmp_path / "logs", runs=2)
     assert again.returncode == 0, again.stderr[-2000:]
     rerun = [r for r in completed(tmp_path / "logs") if r.get("reused_from") or r.get("resumed_from")]
-    reused = [r for r in rerun if r.get("reused_from")]
-    resumed = [r for r in rerun if r.get("resumed_from")]
-    assert len(reused) == 2 and {r["seed"] for r in reused} == {1, 2}  # not trained again
-    assert len(resumed) == 1 and resumed[0]["seed"] == 3
-    assert resumed[0]["progress"]["global_step"] == STEPS
+    (reused,) = [r for r in rerun if r.get("reused_from")]
+    (resumed,) = [r for r in rerun if r.get("resumed_from")]
+    assert reused["seed"] == 1  # not trained again
+    assert resumed["seed"] == 42 and resumed["progress"]["global_step"] == STEPS
+    same_metrics(resumed, uninterrupted)
+    same_final_weights(resumed, uninterrupted)
 
 
-def test_an_optuna_trial_killed_mid_training_resumes_from_its_checkpoint(tmp_path):
-    search = ["hparams_search=seresnet_optuna", "hydra.sweeper.n_trials=2", *SHORT_FIT,
-              *signal_overrides(tmp_path / "fired", "SIGKILL", at_epoch_start=1)]
-    assert run_cli(search, tmp_path / "logs").returncode == -9
-    again = run_cli(search, tmp_path / "logs", timeout=600)
+def test_an_optuna_trial_killed_mid_training_resumes_from_its_checkpoint(tmp_path, uninterrupted):
+    # the searched values pinned to the experiment's own: every trial is the uninterrupted run's training
+    pinned = ["model.optimizer.lr=0.003", "model.optimizer.weight_decay=0.05", "model.label_smoothing=choice(0.1)"]
+    search = ["hparams_search=seresnet_optuna", "hydra.sweeper.n_trials=2", *pinned, *SHORT_FIT,
+              *signal_overrides(tmp_path / "fired", "SIGKILL", at_step=4)]
+    assert run_cli(search, tmp_path / "logs", runs=1).returncode == -9
+    again = run_cli(search, tmp_path / "logs", runs=2)
     assert again.returncode == 0, again.stderr[-2000:]
     done = completed(tmp_path / "logs")
     assert len(done) == 2
     (retried,) = [r for r in done if r.get("resumed_from")]
     assert Path(retried["resumed_from"]).name == "trial_0"
     assert retried["progress"]["global_step"] == STEPS
+    same_metrics(retried, uninterrupted)
+    same_final_weights(retried, uninterrupted)
+
+
+def test_a_store_training_dies_with_its_parent_and_the_next_request_resumes_it(tmp_path, uninterrupted):
+    # the training kills the process that asked the store for it: it must not run on as an orphan
+    ask = [sys.executable, "-m", "hylab.store_cli", "--log-dir", str(tmp_path), "get", "seresnet_digits", *SHORT_FIT,
+           *signal_overrides(tmp_path / "fired", "SIGKILL", at_step=4, target="parent")]
+    first = subprocess.run(ask, cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(1))
+    assert first.returncode == -9
+    (stopped,) = records(tmp_path)  # it got SIGTERM with its parent's death: checkpoint, then stop
+    assert stopped["status"] == "interrupted", first.stderr[-2000:]
+    assert not process_alive(stopped["process"]["pid"])
+
+    again = subprocess.run(ask, cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(1))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming the unfinished run" in again.stderr + again.stdout
+    entry = json.loads((Path(json.loads(again.stdout.strip().splitlines()[-1])["checkpoint"]).parent / "entry.json").read_text())
+    same_metrics(entry, uninterrupted)
+
+
+def process_alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's exit status waits for a reaper a container may lack)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_checkpoint_write_cut_short_leaves_the_previous_file_intact(tmp_path, monkeypatch):

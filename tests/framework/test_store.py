@@ -3,6 +3,8 @@
 import json
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from hydra.utils import instantiate
 from hylab.checkpoints import load_checkpoint, load_net, net_config
 from hylab.errors import UserError
 from hylab.store import RunStore, compose_for, training_hash
-from tests.helpers import ROOT, compose_run, run_in_process
+from tests.helpers import ROOT, compose_run, run_in_process, timeout_for
 
 BASE = ["debug=limit", "callbacks.progress_bar=null", "test_after_fit=false"]
 
@@ -72,17 +74,63 @@ def test_completed_runs_are_registered_and_reused_without_training(tmp_path):
     assert store.find(record["config_hash"]).record["run_id"] == record["run_id"]
 
 
-def test_corrupt_entry_is_moved_aside_not_used(tmp_path):
+def flip_a_byte(path) -> None:
+    """Damage a file in place (as a disk error would), not by replacing it."""
+    with open(path, "r+b") as handle:
+        handle.seek(path.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_the_stored_checkpoint_is_a_copy_and_a_corrupt_entry_is_moved_aside(tmp_path):
     _, record = run_in_process(BASE, tmp_path / "run")
     store = RunStore(tmp_path / "logs" / "store")
-    checkpoint = store.find(record["config_hash"]).checkpoint
-    data = bytearray(checkpoint.read_bytes())
-    checkpoint.unlink()  # the entry is a hard link of the run's checkpoint: break the link before damaging it
-    data[len(data) // 2] ^= 0xFF
-    checkpoint.write_bytes(bytes(data))
+    entry = store.find(record["config_hash"])
+    flip_a_byte(Path(entry.record["source_checkpoint"]))  # the run's own checkpoint
+    assert store.find(record["config_hash"]) is not None  # a copy: the stored one is intact
+    flip_a_byte(entry.checkpoint)
     assert store.find(record["config_hash"]) is None
     (aside,) = (tmp_path / "logs" / "store" / "corrupt").iterdir()
     assert (aside / "model.ckpt").is_file() and aside.name.startswith(record["config_hash"])
+
+
+def fake_checkpoint(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("data.pkl", b"weights")
+    return path
+
+
+def test_a_record_without_its_optimized_metric_is_not_registered_and_an_old_one_is_trained_again(tmp_path):
+    from hylab.runner import register_in_store, reused_run
+
+    cfg = compose_run([*BASE, "store.reuse=true"], tmp_path / "run")
+    key = training_hash(cfg)
+    checkpoint = fake_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    incomplete = {"config_hash": key, "checkpoints": {"best": str(checkpoint)}, "metrics": {"test/acc": 0.5},
+                  "optimized_metric": {"name": "val/acc_best", "value": None}}
+    register_in_store(cfg, incomplete)
+    store = RunStore(cfg.store.dir)
+    assert store.find(key) is None
+    store.register(key, checkpoint, incomplete, {})  # as a store written before records were checked
+    assert reused_run(cfg, key) is None  # so the sweep trains it again instead of failing on it
+    assert store.find(key) is None and len(list((Path(cfg.store.dir) / "corrupt").iterdir())) == 1
+
+
+def test_a_completed_unregistered_store_training_is_adopted_not_trained_again(tmp_path, monkeypatch):
+    import hylab.store
+
+    key = training_hash(compose_for("seresnet_digits", BASE, tmp_path))
+    run_dir = tmp_path / "debug" / "runs" / "2026-01-01_00-00-00_store-abcdef"
+    checkpoint = fake_checkpoint(run_dir / "checkpoints" / "epoch_001.ckpt")
+    record = {"run_id": run_dir.name, "run_dir": str(run_dir), "status": "completed", "config_hash": key,
+              "checkpoints": {"best": str(checkpoint), "last": str(checkpoint)},
+              "optimized_metric": {"name": "val/acc_best", "value": 0.5}, "metrics": {"val/acc_best": 0.5}}
+    (run_dir / "metrics.json").write_text(json.dumps(record))
+    monkeypatch.setattr(hylab.store, "train_in_subprocess", lambda *args: pytest.fail("trained again"))
+    entry = RunStore(tmp_path / "store").get_or_train("seresnet_digits", BASE, tmp_path)
+    assert entry.run_dir == str(run_dir) and entry.checkpoint.read_bytes() == checkpoint.read_bytes()
 
 
 def test_load_net_rejects_mismatched_shapes(tmp_path):
@@ -98,7 +146,7 @@ def test_load_net_rejects_mismatched_shapes(tmp_path):
 def test_two_processes_asking_for_the_same_run_train_it_once(tmp_path):
     command = [sys.executable, "-m", "hylab.store_cli", "--log-dir", str(tmp_path), "get", "seresnet_digits", *BASE]
     procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [proc.communicate(timeout=600) for proc in procs]
+    outputs = [proc.communicate(timeout=timeout_for(5)) for proc in procs]
     assert all(proc.returncode == 0 for proc in procs), [err[-2000:] for _, err in outputs]
     answers = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert answers[0] == answers[1]

@@ -33,7 +33,7 @@ from hylab.sweeper import (
     trial_overrides,
     worker_is_dead,
 )
-from tests.helpers import ROOT
+from tests.helpers import ROOT, timeout_for
 
 SEARCH = ["hparams_search=seresnet_optuna", "debug=limit", "callbacks.progress_bar=null"]
 X = {"x": FloatDistribution(0, 1)}
@@ -175,7 +175,7 @@ def test_workers_creating_one_sqlite_study_at_once(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
     code = f"from hylab.sweeper import make_storage; import optuna; optuna.create_study(study_name='s', storage=make_storage({url!r}), load_if_exists=True)"
     workers = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(4)]
-    errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    errors = [worker.communicate(timeout=timeout_for(1))[1] for worker in workers]
     assert all(worker.returncode == 0 for worker in workers), errors
     assert len(optuna.load_study(study_name="s", storage=url).get_trials()) == 0
 
@@ -204,7 +204,7 @@ def study_trials(log_dir) -> list:
 
 @pytest.mark.slow
 def test_a_search_prints_no_deprecation_and_writes_the_best_overrides(tmp_path):
-    done = subprocess.run(sweep_command(tmp_path, "hydra.sweeper.n_trials=1"), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(sweep_command(tmp_path, "hydra.sweeper.n_trials=1"), cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(5))
     assert done.returncode == 0, done.stderr[-3000:]
     output = done.stdout + done.stderr
     assert "FutureWarning" not in output and "DeprecationWarning" not in output
@@ -242,7 +242,7 @@ def test_killed_sweep_resumes_without_training_twice(tmp_path):
     finished_first = (sweep_dir / "trial_0" / "metrics.json").read_text()
     assert json.loads(finished_first)["status"] == "completed"
 
-    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(5))
     assert second.returncode == 0, second.stderr[-3000:]
     trials = study_trials(tmp_path)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -277,7 +277,7 @@ def test_failing_trials_do_not_stop_a_grid_search_from_the_command_line(tmp_path
     # the command line's sweep replaces the file's dimension
     command = [sys.executable, str(ROOT / "run.py"), f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "hparams_search=smoothing_grid",
                "model.label_smoothing=0.1,2.0", "debug=limit", "callbacks.progress_bar=null", f"paths.log_dir={tmp_path}"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(5))
     assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="debug_search", storage=f"sqlite:///{tmp_path}/grid/study.db")
     states = {t.params["model.label_smoothing"]: t.state for t in study.get_trials()}
@@ -291,7 +291,7 @@ def test_two_workers_share_one_study_within_its_budget(tmp_path):
     command = sweep_command(tmp_path, "hydra.sweeper.n_trials=3")
     workers = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for worker in workers:
-        _, err = worker.communicate(timeout=600)
+        _, err = worker.communicate(timeout=timeout_for(5))
         assert worker.returncode == 0, err[-3000:]
     trials = study_trials(tmp_path)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

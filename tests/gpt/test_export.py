@@ -17,7 +17,7 @@ from lightning_modules.gpt.checkpoint import checkpoint_entry
 from lightning_modules.gpt.engine import generate_tokens
 from lightning_modules.gpt.nets import GPT, GPTConfig
 from tests.gpt.serving import TEXTS
-from tests.helpers import ROOT, run_in_process
+from tests.helpers import ROOT, run_in_process, timeout_for
 
 NEW_TOKENS = 64
 CHATS = [
@@ -90,7 +90,7 @@ def transformers_side(exported):
            "OMP_NUM_THREADS": "1"}  # a tiny net: one thread is fastest, by far on a busy CPU
     done = subprocess.run(
         [sys.executable, "-m", "tests.gpt.hf_side", record["export_dir"], str(inputs), str(outputs)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_for(2), stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return torch.load(outputs, weights_only=True)

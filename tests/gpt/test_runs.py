@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hylab.errors import UserError
-from tests.helpers import ROOT, run_in_process
+from tests.helpers import ROOT, run_in_process, timeout_for
 
 
 def tiny(data_dir) -> list[str]:
@@ -180,7 +180,7 @@ def test_chat_from_the_command_line_exits_on_slash_exit(base_run, tmp_path):
 
     done = subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args, f"paths.log_dir={tmp_path}"],
-        input="what is json?\n/exit\nnever read\n", capture_output=True, text=True, timeout=300, cwd=ROOT,
+        input="what is json?\n/exit\nnever read\n", capture_output=True, text=True, timeout=timeout_for(2.5), cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "you> gpt> " in done.stdout and done.stdout.count("you> ") == 2

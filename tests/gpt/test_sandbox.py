@@ -16,6 +16,7 @@ import pytest
 
 from lightning_modules.gpt import tools
 from lightning_modules.gpt.sandbox import PYTHON, SHM_MB, run_python
+from tests.helpers import timeout_for
 
 LIMITS = dict(cpu_s=1, memory_mb=256, wall_s=4, max_output_bytes=10_000)
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -272,6 +273,6 @@ def test_the_same_tests_pass_without_cap_sys_admin():
         pytest.skip("needs root and capsh (apt-get install libcap2-bin) to drop CAP_SYS_ADMIN")
     command = f"{sys.executable} -m pytest -q -p no:cacheprovider {Path(__file__)}"
     done = subprocess.run(["capsh", "--drop=cap_sys_admin", "--", "-c", command], cwd=ROOT, capture_output=True, text=True,
-                          timeout=180, env={**os.environ, NO_SYS_ADMIN: "1"})
+                          timeout=timeout_for(1.5), env={**os.environ, NO_SYS_ADMIN: "1"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "failed" not in done.stdout

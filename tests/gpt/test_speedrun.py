@@ -33,7 +33,7 @@ def test_gpt_speedrun_runs_as_typed_to_its_report_card(tmp_path):
     log_dir = tmp_path / "logs"
     started = time.perf_counter()
     result = run_cli(["experiment=gpt_speedrun", *shortened(tmp_path / "data"), f"store.dir={tmp_path / 'store'}"],
-                     log_dir, timeout=600)
+                     log_dir, runs=5)  # tokenizer, base, SFT, evaluation: a few short runs
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GPT speedrun report card" in result.stdout, f"no report after {time.perf_counter() - started:.0f} s"
     [run_dir] = [d for d in run_dirs(log_dir) if (d / "report.md").is_file()]

@@ -18,7 +18,7 @@ import pytest
 from hylab import aggregate
 from lightning_modules.har import aggregate as har_aggregate
 from hylab.sweeper import make_storage
-from tests.helpers import ROOT, compose_run
+from tests.helpers import ROOT, compose_run, timeout_for
 
 # Two participants x two modes that start from a base model: 4 jobs, 2 base models. Two joblib
 # workers, so the two jobs of one participant ask for its base model at the same time.
@@ -67,7 +67,7 @@ def sweeps(tmp_path_factory) -> SimpleNamespace:
     proc.wait()
     assert killed_mid_way(first, log_dir), "the sweep did not reach participant 1's base model"
     before = {job: (first / job / "metrics.json").read_bytes() for job in ("0", "1")}
-    again = subprocess.run(sweep_command(log_dir, second), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(sweep_command(log_dir, second), cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(5))
     assert again.returncode == 0, again.stderr[-3000:]
     return SimpleNamespace(log_dir=log_dir, first=first, second=second, before=before)
 
@@ -131,7 +131,7 @@ def test_aggregate_tabulates_a_sweep_by_mode(sweeps, capsys):
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None, reason="the plugin is installed")
 def test_slurm_launcher_without_its_plugin_says_how_to_install_it(tmp_path):
     args = [sys.executable, str(ROOT / "run.py"), "-m", "hydra/launcher=slurm", "experiment=har_base", f"paths.log_dir={tmp_path}"]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "HYDRA_FULL_ERROR": "0"})
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(1), env={**os.environ, "HYDRA_FULL_ERROR": "0"})
     assert done.returncode != 0
     assert "hydra/launcher=slurm needs the hydra-submitit-launcher plugin: install it with `uv sync --extra slurm`" in done.stderr
     assert not list(tmp_path.rglob("metrics.json"))

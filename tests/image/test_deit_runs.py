@@ -50,7 +50,7 @@ def test_teacher_is_trained_once_through_the_store_then_reused_by_every_ddp_rank
         "experiment=deit_distill", "data=digits", "model.net.patch_size=2", "debug=fdr", *QUIET, "trainer=ddp_cpu",
         "callbacks.distillation_teacher.experiment=seresnet_digits", f"callbacks.distillation_teacher.overrides={overrides}",
     ]
-    done = run_cli(student, tmp_path, timeout=600)
+    done = run_cli(student, tmp_path, runs=5)
     assert done.returncode == 0, done.stderr[-3000:]
     output = done.stdout + done.stderr
     assert "training seresnet_digits" not in output and f"distillation teacher: run {trained.name}" in output

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, timeout_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_two_torchrun_nodes_train_one_ddp_run(tmp_path):
     outputs = []
     try:
         for node in nodes:
-            outputs.append(node.communicate(timeout=300)[0])
+            outputs.append(node.communicate(timeout=timeout_for(3))[0])
     finally:
         for node in nodes:
             if node.poll() is None:

@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, timeout_for
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def search(postgres_url, tmp_path_factory) -> SimpleNamespace:
         # and runs it again
         workers.append(worker(postgres_url, study, log_dir))
         running = [w for w in workers if w is not victim]
-        outputs = [w.communicate(timeout=400)[0] for w in running]
+        outputs = [w.communicate(timeout=timeout_for(3.5))[0] for w in running]
         assert [w.returncode for w in running] == [0, 0, 0], "\n".join(o[-3000:] for o in outputs)
         wall_s = time.perf_counter() - started
     finally:

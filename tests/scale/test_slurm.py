@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, timeout_for
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def sweep(slurm_env, tmp_path_factory) -> SimpleNamespace:
         wait_for(lambda: list((job / "checkpoints").glob("epoch_*.ckpt")), 300, proc, "job 0 checkpointed an epoch")
         array_id = next(p.name for p in (sweep_dir / ".submitit").iterdir() if p.name.endswith(f"_{PREEMPTED}"))
         subprocess.run(["scancel", "--signal=USR1", array_id], env=slurm_env, check=True, timeout=30)
-        out, _ = proc.communicate(timeout=400)
+        out, _ = proc.communicate(timeout=timeout_for(3.5))
     finally:
         if proc.poll() is None:
             proc.kill()
