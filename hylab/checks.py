@@ -35,6 +35,14 @@ def _built(model: dict | DictConfig) -> str:
     return f"{target} with net {net.get('_target_')}" if isinstance(net, (dict, DictConfig)) and net.get("_target_") else str(target)
 
 
+def _identity(model: dict | DictConfig | None) -> str:
+    """What a checkpoint must share with the run to load into it: the net's name (or, without a
+    net, the model's), not its module path, which a package move changes while the weights fit."""
+    net = (model or {}).get("net") or {}
+    target = net.get("_target_") if isinstance(net, (dict, DictConfig)) and net.get("_target_") else (model or {}).get("_target_")
+    return str(target).rsplit(".", 1)[-1]
+
+
 def check_checkpoint_matches(cfg: DictConfig) -> None:
     """A checkpoint of another model (a RIS checkpoint given to an image run) stops here, not in a
     screen of state_dict keys: its embedded config names the model it holds."""
@@ -42,7 +50,7 @@ def check_checkpoint_matches(cfg: DictConfig) -> None:
     if not trained or not cfg.get("model"):
         return
     held, builds = _built(trained.get("model")), _built(cfg.model)
-    if held != builds:
+    if _identity(trained.get("model")) != _identity(cfg.model):
         raise UserError(
             f"ckpt_path={cfg.ckpt_path} holds a {held} (task_name={trained.get('task_name')}), but this run builds a {builds}; "
             "give the experiment that trained it (experiment=...) or a checkpoint of this one"
