@@ -35,12 +35,18 @@ def _built(model: dict | DictConfig) -> str:
     return f"{target} with net {net.get('_target_')}" if isinstance(net, (dict, DictConfig)) and net.get("_target_") else str(target)
 
 
-def _identity(model: dict | DictConfig | None) -> str:
-    """What a checkpoint must share with the run to load into it: the net's name (or, without a
-    net, the model's), not its module path, which a package move changes while the weights fit."""
-    net = (model or {}).get("net") or {}
-    target = net.get("_target_") if isinstance(net, (dict, DictConfig)) and net.get("_target_") else (model or {}).get("_target_")
-    return str(target).rsplit(".", 1)[-1]
+def _net_target(model: dict | DictConfig | None) -> str | None:
+    net = (model or {}).get("net")
+    return str(net["_target_"]) if isinstance(net, (dict, DictConfig)) and net.get("_target_") else None
+
+
+def _same_model(held: dict | DictConfig | None, builds: dict | DictConfig | None) -> bool:
+    """Whether a checkpoint's weights are meant for the model the run builds: the same net by name
+    when both name one (a package move changes the module path, not the weights), else the same
+    LightningModule by name (a GPT run's config leaves the net to the module)."""
+    nets = _net_target(held), _net_target(builds)
+    pair = nets if all(nets) else ((held or {}).get("_target_"), (builds or {}).get("_target_"))
+    return str(pair[0]).rsplit(".", 1)[-1] == str(pair[1]).rsplit(".", 1)[-1]
 
 
 def check_checkpoint_matches(cfg: DictConfig) -> None:
@@ -50,7 +56,7 @@ def check_checkpoint_matches(cfg: DictConfig) -> None:
     if not trained or not cfg.get("model"):
         return
     held, builds = _built(trained.get("model")), _built(cfg.model)
-    if _identity(trained.get("model")) != _identity(cfg.model):
+    if not _same_model(trained.get("model"), cfg.model):
         raise UserError(
             f"ckpt_path={cfg.ckpt_path} holds a {held} (task_name={trained.get('task_name')}), but this run builds a {builds}; "
             "give the experiment that trained it (experiment=...) or a checkpoint of this one"
