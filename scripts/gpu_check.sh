@@ -2,21 +2,18 @@
 # On a fresh GPU machine: install the environment, then measure every GPU path (bench/gpu.py) in
 # at most nine minutes, installation included. Prints one table and writes docs/gpu.json.
 # Arguments go to the bench (e.g. --only gpt).
-#   With a network: uv sync --locked, then the bench in that environment.
-#   Without one: the machine's python3 (a CUDA torch image, see bench/gpu_wheels.py) plus the
+#   Without .whl/: uv sync --locked (needs the package index), then the bench in that environment.
+#   With .whl/ (a machine without a network): the machine's python3 (a CUDA torch image, see bench/gpu_wheels.py) plus the
 #   wheels in .whl/, and Fashion-MNIST from .data/: both made by scripts/gpu_prepare.sh elsewhere
-#   and carried in with the working tree. GPU_CHECK_OFFLINE=1 takes this way with a network too.
+#   and carried in with the working tree. GPU_CHECK_OFFLINE=1 insists on this way (exit 2 without .whl/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
 export PATH="$HOME/.local/bin:$PATH"
 budget() { local left=$(( 525 - ($(date +%s) - started) )); echo $(( left > 60 ? left : 60 )); }
 
-pypi_reachable() {
-  [ "${GPU_CHECK_OFFLINE:-0}" != 1 ] && python3 -c 'import socket; socket.create_connection(("pypi.org", 443), timeout=5).close()' 2>/dev/null
-}
-
-if pypi_reachable; then
+# Carried wheels mean the machine was prepared for having no network: use them rather than probe.
+if [ "${GPU_CHECK_OFFLINE:-0}" != 1 ] && ! ls .whl/*.whl >/dev/null 2>&1; then
   if ! command -v uv >/dev/null 2>&1; then
     python3 -m pip install --quiet uv 2>/dev/null || python3 -m pip install --quiet --user --break-system-packages uv
   fi
@@ -25,7 +22,7 @@ if pypi_reachable; then
 fi
 
 if ! ls .whl/*.whl >/dev/null 2>&1; then
-  echo "gpu_check: pypi.org is not reachable and there is no .whl/: run 'bash scripts/gpu_prepare.sh' on a machine with PyPI and carry .whl and .data in" >&2
+  echo "gpu_check: GPU_CHECK_OFFLINE=1 but there is no .whl/: run 'bash scripts/gpu_prepare.sh' on a machine with PyPI and carry .whl and .data in" >&2
   exit 2
 fi
 site=/tmp/hylab-site
