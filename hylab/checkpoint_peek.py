@@ -38,14 +38,26 @@ def is_torch_checkpoint(path: Path) -> bool:
         return any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
 
 
+def _plain_checkpoint(path: Path):
+    with zipfile.ZipFile(path) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+        with archive.open(name) as stream:
+            return _PlainUnpickler(stream).load()
+
+
 def embedded_config(path: Path) -> dict | None:
     """The run config a hylab checkpoint carries (checkpoint["hylab"]["config"]), or None."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            name = next(n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
-            with archive.open(name) as stream:
-                checkpoint = _PlainUnpickler(stream).load()
-        config = checkpoint["hylab"]["config"]
+        config = _plain_checkpoint(path)["hylab"]["config"]
     except Exception:  # a foreign or older checkpoint: nothing to compare, torch reports the rest
         return None
     return config if isinstance(config, dict) else None
+
+
+def checkpoint_global_step(path: Path) -> int | None:
+    """The training step a Lightning checkpoint was written at, or None."""
+    try:
+        step = _plain_checkpoint(path)["global_step"]
+    except Exception:
+        return None
+    return step if isinstance(step, int) else None

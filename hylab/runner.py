@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from hylab.checks import check_config
 from hylab.ddp import is_rank_zero_process
 from hylab.errors import UserError
+from hylab.logger_ids import continued_loggers, prepare_loggers
 from hylab.provenance import provenance
 from hylab.records import now_iso, plain_metrics, write_run_record
 from hylab.redact import redact_hydra_files
@@ -160,6 +161,8 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.task == "fit":
         record["config_hash"] = training_hash(cfg)
         record |= resume_unfinished(cfg, record["config_hash"], output_dir)
+        if rank_zero:  # the other ranks' loggers write nothing
+            record["loggers"] = prepare_loggers(cfg, *continued_loggers(cfg, record, output_dir))
     if rank_zero:
         redact_hydra_files(output_dir)
         record["provenance"] = provenance(output_dir)

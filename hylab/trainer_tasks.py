@@ -31,6 +31,7 @@ from hylab.ddp import leaves_process_as_found
 from hylab.errors import UserError
 from hylab.redact import redact
 from hylab.instantiate import build, instantiate_group
+from hylab.logged_steps import continue_logged_run
 from hylab.tasks import TaskResult
 
 log = logging.getLogger("hylab")
@@ -56,6 +57,9 @@ def built(cfg: DictConfig):
     # checkpoints written atomically, unless the config brings its own checkpoint plugins
     plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
     trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
+    if cfg.task == "fit" and trainer.is_global_zero:
+        for logger in trainer.loggers:
+            continue_logged_run(logger)  # on a resume: the steps a killed run logged after its checkpoint
     for logger in trainer.loggers:
         logger.log_hyperparams(resolved)
     status = "failed"
