@@ -11,9 +11,12 @@ from packaging.utils import canonicalize_name
 
 from bench.gpu_rows import gpu_test_files
 from bench.gpu_wheels import image_closure, wheels
+from hylab.instantiate import OPTIONAL_LOGGERS
 from tests.helpers import ROOT
 
 OURS = {"hylab", "datamodules", "lightning_modules", "callbacks", "bench", "tests", "hydra_plugins", "run"}
+# the optional loggers' packages: imported only by a run that names that logger (its extra)
+LOGGER_EXTRAS = {module for modules, _ in OPTIONAL_LOGGERS.values() for module in modules}
 RUN_PATH = ["hylab", "datamodules", "lightning_modules", "callbacks", "hydra_plugins", "run.py", "bench/gpu.py",
             "bench/gpu_rows.py", "bench/overhead.py", "bench/ris.py", "tests/conftest.py", "tests/helpers.py"]
 
@@ -44,6 +47,6 @@ def test_the_wheels_and_the_image_cover_every_import_of_the_gpu_rows():
     present = image_closure() | carried
     by_module = packages_distributions()
     # modules of no installed distribution are optional extras (mlflow, wandb, psycopg, ...)
-    missing = {module: dists for module in imported_modules(sources())
+    missing = {module: dists for module in imported_modules(sources()) - LOGGER_EXTRAS
                if (dists := {canonicalize_name(d) for d in by_module.get(module, [])}) and not dists & present}
     assert not missing, f"imported on the GPU path but neither in the image nor carried: {missing}"
