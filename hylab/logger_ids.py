@@ -23,6 +23,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
+from hylab.errors import UserError
 from hylab.instantiate import named_configs
 
 TENSORBOARD, MLFLOW, WANDB = "TensorBoardLogger", "MLFlowLogger", "WandbLogger"
@@ -43,13 +44,30 @@ def create_mlflow_run(node: DictConfig) -> str:
     return its id."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=node.get("tracking_uri"))
+    uri = node.get("tracking_uri")
     name = node.get("experiment_name") or "lightning_logs"
-    experiment = client.get_experiment_by_name(name)
-    experiment_id = (experiment.experiment_id if experiment is not None
-                     else client.create_experiment(name, artifact_location=node.get("artifact_location")))
-    tags = dict(node.get("tags") or {})
-    return client.create_run(experiment_id, run_name=node.get("run_name"), tags=tags).info.run_id
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name(name)
+        experiment_id = (experiment.experiment_id if experiment is not None
+                         else client.create_experiment(name, artifact_location=node.get("artifact_location")))
+        tags = dict(node.get("tags") or {})
+        return client.create_run(experiment_id, run_name=node.get("run_name"), tags=tags).info.run_id
+    except Exception as err:  # an unreachable server, a store that cannot be written
+        raise UserError(f"logger.mlflow.tracking_uri={uri}: cannot create an MLflow run there "
+                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                        "give a tracking_uri this machine can write") from None
+
+
+def tensorboard_version(node: DictConfig) -> str | int:
+    """The version folder TensorBoardLogger would pick: as configured, else the next free
+    `version_<n>` under save_dir/name (recorded, so that a resumed run picks the same one)."""
+    version = node.get("version")
+    if version is not None:
+        return version
+    folder = Path(str(node.save_dir)) / str(node.get("name", "lightning_logs"))
+    taken = [int(p.name.split("_", 1)[1]) for p in folder.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
+    return max(taken, default=-1) + 1
 
 
 def identity(node: DictConfig) -> dict | None:
@@ -57,7 +75,7 @@ def identity(node: DictConfig) -> dict | None:
     kind = logger_kind(node)
     if kind == TENSORBOARD:
         return {"kind": kind, "save_dir": str(node.save_dir), "name": node.get("name", "lightning_logs"),
-                "version": node.get("version")}
+                "version": tensorboard_version(node)}
     if kind == MLFLOW:
         return {"kind": kind, "tracking_uri": node.get("tracking_uri"), "run_id": node.get("run_id")}
     if kind == WANDB:
