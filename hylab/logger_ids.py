@@ -39,7 +39,7 @@ def new_wandb_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-def create_mlflow_run(node: DictConfig) -> str:
+def create_mlflow_run(node: DictConfig, key: str = "logger.mlflow") -> str:
     """Create the run MLFlowLogger would create on first use (same experiment, name and tags) and
     return its id."""
     from mlflow.tracking import MlflowClient
@@ -54,7 +54,7 @@ def create_mlflow_run(node: DictConfig) -> str:
         tags = dict(node.get("tags") or {})
         return client.create_run(experiment_id, run_name=node.get("run_name"), tags=tags).info.run_id
     except Exception as err:  # an unreachable server, a store that cannot be written
-        raise UserError(f"logger.mlflow.tracking_uri={uri}: cannot create an MLflow run there "
+        raise UserError(f"{key}.tracking_uri={uri}: cannot create an MLflow run there "
                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
                         "give a tracking_uri this machine can write") from None
 
@@ -111,7 +111,7 @@ def prepare_loggers(cfg: DictConfig, previous: dict | None = None, checkpoint_st
                 with open_dict(node):
                     node.purge_step = int(checkpoint_step)
         elif ids["kind"] == MLFLOW and not ids["run_id"]:
-            ids = ids | {"run_id": create_mlflow_run(node)}
+            ids = ids | {"run_id": create_mlflow_run(node, f"logger.{name}")}
         elif ids["kind"] == WANDB and not ids["id"]:
             ids = ids | {"id": new_wandb_id()}
         give_identity(node, ids)
