@@ -72,7 +72,8 @@ def submit(job, params: dict, context: dict, sweep_dir: Path, jobs: list[tuple[i
     config = copy.deepcopy(context["config"])
     # each job recomposes its config from the hydra overrides: pin the sweep folder there
     with read_write(config), open_dict(config):
-        config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{sweep_dir}'")
+        pinned = [o for o in config.hydra.overrides.hydra if not str(o).startswith("hydra.sweep.dir=")]
+        config.hydra.overrides.hydra = [*pinned, f"hydra.sweep.dir='{sweep_dir}'"]
         config.hydra.sweep.dir = str(sweep_dir)
     job.setup(hydra_context=context["hydra_context"], task_function=context["task_function"], config=config)
     sweep_dir.mkdir(parents=True, exist_ok=True)

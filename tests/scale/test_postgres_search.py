@@ -111,8 +111,8 @@ def retried(trials) -> dict[int, object]:
     retry names it in `retry_of`, optuna's retry of a silent trial in its system attrs)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        replaced = {t: t.user_attrs.get("retry_of", RetryHeartbeatStaleTrialCallback.retried_trial_number(t)) for t in trials}
-    return {number: t for t, number in replaced.items() if number is not None}
+        replaced = [(t.user_attrs.get("retry_of", RetryHeartbeatStaleTrialCallback.retried_trial_number(t)), t) for t in trials]
+    return {number: t for number, t in replaced if number is not None}
 
 
 def counted(trials) -> list:
@@ -165,3 +165,8 @@ def test_a_trial_of_a_worker_killed_on_another_host_is_run_again_by_a_survivor(s
     assert any(v == pytest.approx(retry.value) for v in record["metrics"].values() if isinstance(v, float))
     assert retry.user_attrs["hylab_worker"].split(":")[0] != OTHER_HOST
     assert any(f"[{search.killed.number}] lost their worker" in out for out in search.outputs)
+    shown = ("lost their worker", "waiting for trial", "best trial")
+    for i, out in enumerate(search.outputs):
+        print(f"--- surviving worker {i + 1}\n" + "".join(line + "\n" for line in out.splitlines() if any(w in line for w in shown)))
+    for t in search.trials:
+        print(f"trial {t.number}: {t.state.name:<8} {t.user_attrs.get('hylab_worker', '').split(':')[0]:<10} retry of {retried([t]) and next(iter(retried([t])))}")
