@@ -41,7 +41,7 @@ from typing import Any
 import optuna
 
 from hylab.distributed_checks import check_storage_driver
-from hylab.trial_heartbeat import WAIT_POLL_S, Heartbeat, fail_stale, quiet_heartbeat_warnings, rdb_storage, replaced_trials
+from hylab.trial_heartbeat import WAIT_POLL_S, Heartbeat, fail_stale, quiet_heartbeat_warnings, rdb_storage, replaced_trials, seconds
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Transformer
@@ -313,8 +313,7 @@ class ResumableOptunaSweep(Sweeper):
         self.study_name = study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), int(n_jobs), float(max_failure_rate)
         self.params = dict(params or {})
-        self.heartbeat_interval = int(heartbeat_interval) if heartbeat_interval else None
-        self.grace_period = int(grace_period) if grace_period else None
+        self.heartbeat_interval, self.grace_period = seconds("heartbeat_interval", heartbeat_interval), seconds("grace_period", grace_period)
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config = config

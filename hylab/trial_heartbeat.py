@@ -38,6 +38,15 @@ def quiet_heartbeat_warnings():
         yield
 
 
+def seconds(key: str, value) -> int | None:
+    """A whole positive number of seconds (optuna's heartbeat takes no other), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"hydra.sweeper.{key}={value}: must be a whole number of seconds above 0, or null")
+    return value
+
+
 def rdb_storage(url: str, heartbeat_interval: int | None, grace_period: int | None) -> optuna.storages.RDBStorage:
     """An RDBStorage whose stale trials are failed and queued again (no heartbeat without an interval)."""
     if not heartbeat_interval:

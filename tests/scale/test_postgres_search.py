@@ -169,4 +169,4 @@ def test_a_trial_of_a_worker_killed_on_another_host_is_run_again_by_a_survivor(s
     for i, out in enumerate(search.outputs):
         print(f"--- surviving worker {i + 1}\n" + "".join(line + "\n" for line in out.splitlines() if any(w in line for w in shown)))
     for t in search.trials:
-        print(f"trial {t.number}: {t.state.name:<8} {t.user_attrs.get('hylab_worker', '').split(':')[0]:<10} retry of {retried([t]) and next(iter(retried([t])))}")
+        print(f"trial {t.number}: {t.state.name:<8} {t.user_attrs.get('hylab_worker', '').split(':')[0]:<10} runs again: {next(iter(retried([t])), '-')}")
