@@ -87,7 +87,9 @@ def search(postgres_url, tmp_path_factory) -> SimpleNamespace:
             and t.params.get("model.optimizer.lr") != BAD_LR
         ]
         killed = wait_for(mine, 180, "a trial of the third worker")[0]
-        time.sleep(1.0)  # mid-trial
+        # mid-trial: its run has started (its record exists), not merely been asked for
+        run_began = lambda: list(log_dir.glob(f"debug/optuna/{study}/trial_{killed.number}/metrics.json"))  # noqa: E731
+        wait_for(run_began, 180, "the killed worker's run to start")
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
         left = {t.number: t.state for t in trials_of(postgres_url, study)}
