@@ -14,6 +14,11 @@ Built on Hydra's sweeper plugin API and optuna's ask/tell API:
   marked failed and their parameters queued again (the new trial's user attr `retry_of` names
   the original, which then no longer uses up the budget), so an interrupted trial is not lost.
   With `store.reuse=true` a retried trial whose run had in fact completed reuses it.
+- On an RDB storage (PostgreSQL, MySQL, SQLite) each worker also beats for its trials
+  (`heartbeat_interval`); a trial silent for `grace_period` lost its worker on whatever host it
+  ran, and any worker fails it and queues it again (optuna's heartbeat and
+  `RetryHeartbeatStaleTrialCallback`, see hylab/trial_heartbeat.py). A worker whose budget is used
+  waits while trials run elsewhere, so a dead worker's trial is run again by a survivor.
 - Trials are numbered by the study, and each runs in `<sweep dir>/trial_<number>`, so workers
   sharing a study never write into one folder.
 - A trial that raises or returns NaN is recorded as failed and the sweep goes on
@@ -27,6 +32,7 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +41,7 @@ from typing import Any
 import optuna
 
 from hylab.distributed_checks import check_storage_driver
+from hylab.trial_heartbeat import WAIT_POLL_S, Heartbeat, fail_stale, quiet_heartbeat_warnings, rdb_storage, replaced_trials, seconds
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Transformer
@@ -151,8 +158,9 @@ def worker_is_dead(worker: str | None) -> bool:
     return False
 
 
-def make_storage(url: str | None):
-    """An optuna storage from a URL; the folder of a SQLite or journal file is created."""
+def make_storage(url: str | None, heartbeat_interval: int | None = None, grace_period: int | None = None):
+    """An optuna storage from a URL; the folder of a SQLite or journal file is created. An RDB
+    storage gets optuna's heartbeat when `heartbeat_interval` is set (a journal has none)."""
     if not url:
         return None
     check_storage_driver(url)
@@ -171,8 +179,8 @@ def make_storage(url: str | None):
         # a new database gets its tables and schema version on first use; two workers starting
         # together would both write them (UNIQUE constraint failed: alembic_version)
         with FileLock(f"{database}.lock"):
-            return optuna.storages.RDBStorage(url)
-    return optuna.storages.RDBStorage(url)
+            return rdb_storage(url, heartbeat_interval, grace_period)
+    return rdb_storage(url, heartbeat_interval, grace_period)
 
 
 def unclaimed_for_long(trial: FrozenTrial) -> bool:
@@ -203,7 +211,12 @@ def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> bool:
 
 
 def recover_interrupted_trials(study: optuna.Study) -> int:
-    """Fail RUNNING trials of dead local workers (or of none) and queue their parameters again."""
+    """Fail RUNNING trials of dead local workers (or of none) and queue their parameters again;
+    with heartbeats, also those of workers on any host whose heartbeat stopped."""
+    before = replaced_trials(study.get_trials(deepcopy=False))
+    fail_stale(study)
+    if stale := replaced_trials(study.get_trials(deepcopy=False)) - before:
+        log.warning(f"trial(s) {sorted(stale)} lost their worker (no heartbeat within the grace period); queued again")
     recovered = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get(WORKER_ATTR)
@@ -217,7 +230,7 @@ def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Trials that use up the budget, by number: finished or running, less the failed ones whose
     parameters were queued again (their retry counts instead, once asked)."""
     trials = study.get_trials(deepcopy=False)
-    requeued = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
+    requeued = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs} | replaced_trials(trials)
     return sorted((t for t in trials if t.state in COUNTED and not (t.state == TrialState.FAIL and t.number in requeued)), key=lambda t: t.number)
 
 
@@ -235,11 +248,22 @@ def tell_result(study: optuna.Study, trial: optuna.Trial, job_return, n_objectiv
         if len(values) != n_objectives or not all(math.isfinite(v) for v in values):
             raise ValueError(f"the run returned {raw!r}, not {n_objectives} finite value(s)")
     except Exception as err:  # any failure of the job is a failed trial, not a failed sweep
-        _tell(study, trial, state=TrialState.FAIL)
+        _tell_own(study, trial, state=TrialState.FAIL)
         log.warning(f"trial {trial.number} failed: {type(err).__name__}: {err}")
         return err
-    _tell(study, trial, values=values)
+    _tell_own(study, trial, values=values)
     return None
+
+
+def _tell_own(study: optuna.Study, trial: optuna.Trial, **result) -> None:
+    """Tell a trial this worker runs; one another worker already failed (its heartbeat was late
+    by more than the grace period) keeps its state, and its retry stands."""
+    try:
+        _tell(study, trial, **result)
+    except ValueError as err:
+        if "Cannot tell a" not in str(err):
+            raise
+        log.warning(f"trial {trial.number} was declared dead by another worker and queued again: {err}")
 
 
 def consecutive_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
@@ -277,7 +301,10 @@ def write_best(study: optuna.Study, sweep_dir: Path, storage_url: str | None) ->
 class ResumableOptunaSweep(Sweeper):
     """The sweep loop: ask a batch of trials, launch them as Hydra jobs, tell their results."""
 
-    def __init__(self, sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, params=None) -> None:
+    def __init__(
+        self, sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, params=None,
+        heartbeat_interval=None, grace_period=None,
+    ) -> None:
         if not 0.0 <= max_failure_rate <= 1.0:
             raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be between 0 and 1")
         self.sampler = sampler
@@ -286,6 +313,7 @@ class ResumableOptunaSweep(Sweeper):
         self.study_name = study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), int(n_jobs), float(max_failure_rate)
         self.params = dict(params or {})
+        self.heartbeat_interval, self.grace_period = seconds("heartbeat_interval", heartbeat_interval), seconds("grace_period", grace_period)
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config = config
@@ -298,10 +326,18 @@ class ResumableOptunaSweep(Sweeper):
             grid = {name: grid_values(name, dist) for name, dist in search.items()}
             sampler = sampler(grid)
             n_trials = min(n_trials, math.prod(len(v) for v in grid.values()))
+        storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period)
         study = optuna.create_study(
-            study_name=self.study_name, storage=make_storage(self.storage_url), sampler=sampler,
-            directions=self.directions, load_if_exists=True,
+            study_name=self.study_name, storage=storage, sampler=sampler, directions=self.directions, load_if_exists=True,
         )
+        beats = Heartbeat(study, storage, self.heartbeat_interval) if isinstance(storage, optuna.storages.RDBStorage) and self.heartbeat_interval else None
+        try:
+            self.run_trials(study, search, fixed, n_trials, beats)
+        finally:
+            if beats:
+                beats.stop()
+
+    def run_trials(self, study: optuna.Study, search: dict, fixed: list[str], n_trials: int, beats: Heartbeat | None) -> None:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         recover_interrupted_trials(study)
         if self.storage_url:
@@ -311,8 +347,14 @@ class ResumableOptunaSweep(Sweeper):
             study.sampler.reseed_rng()
         log.info(f"study {study.study_name} in {self.storage_url or 'memory'}: {len(counted_trials(study))} of {n_trials} trials done or running")
         failures = 0
-        while (remaining := n_trials - len(counted_trials(study))) > 0:
-            trials = self.ask(study, min(self.n_jobs, remaining), search, n_trials)
+        while True:
+            recover_interrupted_trials(study)
+            remaining = n_trials - len(counted_trials(study))
+            if remaining <= 0:
+                if beats and self.others_running(study):
+                    continue
+                break
+            trials = self.ask(study, min(self.n_jobs, remaining), search, n_trials, beats)
             if not trials:
                 break
             numbers = [trial.number for trial in trials]
@@ -321,6 +363,8 @@ class ResumableOptunaSweep(Sweeper):
             for start, length in consecutive_runs(numbers):
                 returns += self.launcher.launch(overrides[start : start + length], initial_job_idx=numbers[start])
             errors = [err for t, r in zip(trials, returns) if (err := tell_result(study, t, r, len(self.directions)))]
+            if beats:
+                beats.clear()
             failures += len(errors)
             write_best(study, sweep_dir, self.storage_url)
             if len(errors) / len(returns) > self.max_failure_rate:
@@ -329,12 +373,28 @@ class ResumableOptunaSweep(Sweeper):
         if best_path:
             log.info(f"best trial {study.best_trial.number}: {study.best_trial.value} -> {best_path}")
 
+    def others_running(self, study: optuna.Study) -> bool:
+        """With the budget used: whether trials still run elsewhere (one whose worker dies is
+        queued again, and this worker runs it); waits a poll interval if so."""
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return False
+        numbers = [t.number for t in running]
+        if numbers != getattr(self, "_waited_for", None):
+            log.info(f"budget used; waiting for trial(s) {numbers} running in other workers, to run again any whose worker dies")
+            self._waited_for = numbers
+        time.sleep(min(WAIT_POLL_S, self.heartbeat_interval or WAIT_POLL_S))
+        return True
+
     @staticmethod
-    def ask(study: optuna.Study, count: int, search: dict[str, BaseDistribution], n_trials: int) -> list[optuna.Trial]:
+    def ask(study: optuna.Study, count: int, search: dict[str, BaseDistribution], n_trials: int, beats: Heartbeat | None = None) -> list[optuna.Trial]:
         """Up to `count` new trials claimed by this worker; one past the budget is given back."""
         trials = []
         for _ in range(count):
-            trial = study.ask(search)
+            with quiet_heartbeat_warnings():
+                trial = study.ask(search)
+            if beats:
+                beats.add(trial.number)
             trial.set_user_attr(WORKER_ATTR, this_worker())
             if beyond_budget(study, trial.number, n_trials):
                 requeue(study, trial)

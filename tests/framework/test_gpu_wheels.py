@@ -4,9 +4,11 @@ modules the rows run and the gpu-marked tests is in the GPU image or among the w
 
 import ast
 import sys
+import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from bench.gpu_rows import gpu_test_files
@@ -41,12 +43,20 @@ def imported_modules(files: list[Path]) -> set[str]:
     return names - OURS - set(sys.stdlib_module_names)
 
 
+def extras() -> set[str]:
+    """The distributions pyproject.toml lists as optional extras (no GPU row needs one)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {canonicalize_name(Requirement(r).name) for reqs in project.get("optional-dependencies", {}).values() for r in reqs}
+
+
 def test_the_wheels_and_the_image_cover_every_import_of_the_gpu_rows():
     carried = set(wheels())
     assert {"hydra-core", "omegaconf", "antlr4-python3-runtime", "optuna", "mlxtend"} <= carried
     present = image_closure() | carried
     by_module = packages_distributions()
-    # modules of no installed distribution are optional extras (mlflow, wandb, psycopg, ...)
+    # modules of no installed distribution are optional extras (mlflow, wandb, psycopg, ...); so are
+    # those an extra names when it is installed (submitit: the slurm extra, for hydra/launcher=slurm)
+    optional = extras()
     missing = {module: dists for module in imported_modules(sources()) - LOGGER_EXTRAS
-               if (dists := {canonicalize_name(d) for d in by_module.get(module, [])}) and not dists & present}
+               if (dists := {canonicalize_name(d) for d in by_module.get(module, [])}) and not dists & (present | optional)}
     assert not missing, f"imported on the GPU path but neither in the image nor carried: {missing}"

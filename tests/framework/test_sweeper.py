@@ -153,6 +153,35 @@ def test_a_trial_whose_worker_died_before_claiming_it_is_queued_again(monkeypatc
     assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING] and unclaimed.number == 0
 
 
+def test_a_trial_whose_heartbeat_stopped_on_another_host_is_run_again(tmp_path):
+    """A worker elsewhere beat once for its trial, then died: past the grace period any worker
+    fails it and optuna queues its parameters again; the failed one stops counting."""
+    from hylab.trial_heartbeat import Heartbeat
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    storage = make_storage(url, heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="s", storage=storage)
+    dying = Heartbeat(study, storage, 1)
+    (lost,) = ResumableOptunaSweep.ask(study, 1, X, n_trials=2, beats=dying)
+    dying.stop()  # the worker is gone
+    lost.set_user_attr(WORKER_ATTR, f"otherhost:{dead_pid()}")  # a pid this host cannot check
+    survivor = optuna.load_study(study_name="s", storage=make_storage(url, heartbeat_interval=1, grace_period=1))
+    assert recover_interrupted_trials(survivor) == 0  # still within the grace period
+    time.sleep(2.5)
+    beats = Heartbeat(survivor, make_storage(url, heartbeat_interval=1, grace_period=1), 1)
+    try:
+        recover_interrupted_trials(survivor)
+        (retry,) = ResumableOptunaSweep.ask(survivor, 1, X, n_trials=2, beats=beats)
+        time.sleep(2.5)  # this worker beats for its trial: it does not go stale
+        recover_interrupted_trials(survivor)
+    finally:
+        beats.stop()
+    trials = survivor.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING]
+    assert retry.number == 1 and retry.params == lost.params
+    assert [t.number for t in counted_trials(survivor)] == [1]
+
+
 def test_a_trial_asked_past_the_budget_by_a_second_worker_is_given_back(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
     first, second = (optuna.create_study(study_name="s", storage=make_storage(url), load_if_exists=True) for _ in range(2))

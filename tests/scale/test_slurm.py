@@ -136,3 +136,60 @@ def test_preempted_job_checkpoints_is_requeued_and_resumes(sweep):
     final = torch.load(last, map_location="cpu", weights_only=True)
     assert saved["global_step"] < final["global_step"] == 6 * 3  # 6 epochs of 3 batches, the rest after the restart
     assert final["epoch"] == 5
+
+
+# Submit and leave: two tiny jobs; the command returns at once, the same command reports, a
+# cancelled job (as a lost node leaves it) is submitted again, and the last call prints the table.
+LEAVE = [
+    "-m", "hydra/launcher=slurm", "hydra.launcher.wait=false", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+    "experiment=seresnet_digits", "debug=limit", "trainer.max_epochs=1", "callbacks.progress_bar=null", "seed=1,2",
+]
+
+
+def test_submit_and_leave_reports_resubmits_failed_jobs_and_ends_with_the_table(slurm_env, tmp_path):
+    def same_command() -> str:
+        started = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "run.py"), *LEAVE, f"paths.log_dir={tmp_path}"],
+            cwd=ROOT, env=slurm_env, capture_output=True, text=True, timeout=timeout_for(0.5),
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        print(f"--- {time.perf_counter() - started:.1f} s\n{done.stdout}")
+        return done.stdout + done.stderr
+
+    def queued() -> dict[str, str]:
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T"], env=slurm_env, capture_output=True, text=True, timeout=30).stdout
+        return dict(line.split() for line in out.splitlines())
+
+    def record() -> dict:
+        return {job["num"]: job["job_ids"] for job in json.loads((sweep_dir / "slurm_jobs.json").read_text())["jobs"]}
+
+    out = same_command()
+    (sweep_dir,) = sweeps = [p for p in tmp_path.glob("debug/multiruns/*") if p.is_dir()]
+    ids = record()
+    assert sorted(ids) == [0, 1] and all(len(i) == 1 for i in ids.values())
+    assert f"submitted 2 jobs to SLURM: {ids[0][0]} {ids[1][0]}" in out and "progress" in out
+    assert {ids[0][0], ids[1][0]} <= set(queued())  # queued or running after the command returned
+
+    out = same_command()  # at once: states only, nothing submitted
+    assert record() == ids and "submitted again" not in out
+    assert any(f"{ids[n][0]}" in line and ("pending" in line or "running" in line) for n in (0, 1) for line in out.splitlines())
+
+    subprocess.run(["scancel", ids[1][0]], env=slurm_env, check=True, timeout=30)
+    deadline = time.time() + 60
+    while queued().get(ids[1][0]) not in (None, "CANCELLED") and time.time() < deadline:
+        time.sleep(0.5)
+    out = same_command()
+    again = record()
+    assert again[0] == ids[0] and len(again[1]) == 2, again
+    assert "job 1 failed" in out and f"submitted again as {again[1][1]}" in out
+
+    results = [sweep_dir / ".submitit" / i[-1] / f"{i[-1]}_0_result.pkl" for i in (again[0], again[1])]
+    deadline = time.time() + timeout_for(2)
+    while not all(p.is_file() for p in results) and time.time() < deadline:
+        time.sleep(1)
+    out = same_command()
+    assert "2 done" in out and "sweep summary" in out and record() == again
+    assert [completed(sweep_dir / n / "metrics.json") for n in ("0", "1")] == [True, True]
+    assert "2 completed jobs" in (sweep_dir / "aggregate.md").read_text()
+    assert [p for p in tmp_path.glob("debug/multiruns/*") if p.is_dir()] == sweeps  # the later commands made no folders
