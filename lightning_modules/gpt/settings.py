@@ -199,3 +199,13 @@ SCHEMAS = {
     "warmup_warmdown": WarmupWarmdownSettings,
     "token_throughput_monitor": ThroughputSettings,
 }
+
+# The top-level blocks the family's tasks read, checked with every other value before torch
+# (hylab.settings.check_blocks); task=serve's block is in serve/settings.py.
+BLOCKS = {
+    "generation": GenerationSettings,
+    "evaluation": EvaluationSettings,
+    "speedrun": SpeedrunSettings,
+    "export": ExportSettings,
+    "arithmetic_eval": ArithmeticEvalSettings,
+}

@@ -56,6 +56,11 @@ ROWS = [
     ("evaluation-without-checkpoint", ["task=test"], "task=test evaluates a checkpoint: add ckpt_path="),
     ("no-such-task", ["task=fitt"], "task='fitt' is not a task of this config; choose one of: fit,"),
     ("no-such-experiment", ["experiment=nope"], "experiment=nope is not an option of experiment; choose one of: deit_distill,"),
+    # The GPT task settings are checked with every other value (no checkpoint read, no torch).
+    ("generation-value", ["experiment=gpt_tiny", "task=generate", "generation.temperature=-1"], "generation.temperature=-1.0 is out of range; allowed: [0, inf)"),
+    ("evaluation-value", ["experiment=gpt_tiny", "task=eval", "evaluation.tasks.mmlu.shots=-1"], "evaluation.tasks.mmlu.shots=-1 is out of range; allowed: [0, inf)"),
+    ("speedrun-value", ["experiment=gpt_speedrun", "speedrun.max_new_tokens=0"], "speedrun.max_new_tokens=0 is out of range; allowed: (0, inf)"),
+    ("serve-value", ["experiment=gpt_tiny", "task=serve", "serve.port=abc"], "serve.port='abc' is not allowed; expected an integer"),
     ("sweep-bad-value", ["-m", "model.optimizer.lr=1e-3,abc"], "model.optimizer.lr='abc' is not allowed; expected a number"),
     ("sweep-misspelled-key", ["-m", "seed=1,2", "trainer.max_epoch=3"], "trainer.max_epoch is not a setting; did you mean trainer.max_epochs?"),
     ("sweep-over-nothing", ["-m", "seed=range(0,0)"], "seed=range(0,0) sweeps over no values, so there is nothing to run"),
