@@ -8,6 +8,7 @@ config, the yaml and the check before a run agree by construction.
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from hylab.net_source import NetSource
 from hylab.settings import between, non_negative, positive
 
 
@@ -74,14 +75,8 @@ class GPTModelSettings:
     reference_width: int = field(default=128, metadata=positive())  # the width the AdamW lrs were tuned at
 
 
-@dataclass
-class BaseModelSettings:
-    """A base model from the run store: `experiment` + `overrides`, trained once if absent."""
-
-    experiment: str
-    overrides: list[str] = field(default_factory=list)
-    log_dir: str | None = None
-    store_dir: str | None = None
+# A base model: a checkpoint, or an experiment (+ overrides) from the run store, trained once if absent.
+BaseModelSettings = NetSource
 
 
 @dataclass
