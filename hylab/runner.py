@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from hylab.checks import check_config
 from hylab.ddp import is_rank_zero_process
 from hylab.errors import UserError
-from hylab.provenance import provenance
+from hylab.provenance import gpus, provenance
 from hylab.records import now_iso, plain_metrics, write_run_record
 from hylab.redact import redact_hydra_files
 from hylab.resume import mark_resumed, resume_unfinished, this_process
@@ -205,6 +205,8 @@ def run(cfg: DictConfig) -> float | None:
     finally:
         record |= {"finished_at": now_iso(), "wall_time_s": round(time.perf_counter() - started, 3)}
         if rank_zero:
+            if "provenance" in record:  # the GPUs as the run saw them (torch was not loaded when the record began)
+                record["provenance"]["machine"]["gpus"] = gpus()
             path = write_run_record(output_dir, record)
             log.info(f"run dir: {output_dir} (metrics: {path.name})")
 

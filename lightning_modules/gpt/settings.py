@@ -67,7 +67,7 @@ class GPTModelSettings:
     # targets); `net` may be null (the net comes from `init_from`), `scheduler` null (constant lr).
     net: Any = None
     scheduler: Any = None
-    head_lr: float = field(default=0.004, metadata=positive())
+    head_lr: float = field(default=0.008, metadata=positive())  # the value every GPT run so far trained with (conf/model/gpt.yaml)
     compile: bool = False
     init_from: str | None = None
     base: "BaseModelSettings | None" = None  # where init_from comes from when it is null (gpt_sft)
