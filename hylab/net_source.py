@@ -7,6 +7,7 @@ family's settings dataclass inherits it, so the rule is checked with every other
 torch; hylab.checkpoints.load_from_source builds the net.
 """
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
@@ -33,4 +34,5 @@ def net_source(values: Mapping, key: str) -> NetSource:
     """The NetSource keys of `values` (a settings node or a constructor's arguments), checked:
     one `key: ...` line when not exactly one of checkpoint or experiment is given."""
     names = {f.name for f in fields(NetSource)}
-    return parse_settings(NetSource, {k: v for k, v in values.items() if k in names}, key)
+    given = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items() if k in names}
+    return parse_settings(NetSource, given, key)
