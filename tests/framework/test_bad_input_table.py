@@ -139,7 +139,7 @@ def test_a_monitor_the_run_does_not_log_is_one_line_naming_what_it_logs(tmp_path
     started, so nothing of it stays (no folder, no record)."""
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
-    done = run_typed(["monitor=val/nope", "debug=limit", "trainer.max_epochs=1", "callbacks.progress_bar=null"], log_dir, timeout=timeout_for(1))
+    done = run_typed(["monitor=val/nope", "debug=limit", "trainer.max_epochs=1", "callbacks.progress_bar=null"], log_dir, timeout=timeout_for(2))  # ~1 min at load 6
     errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
     assert done.returncode == 2, done.stderr[-3000:]
     assert errors == ["error: monitor=val/nope is not a metric this run logs; set monitor= to one of: val/acc, val/loss"], errors
