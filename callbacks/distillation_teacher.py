@@ -4,7 +4,7 @@ Why a callback and not a submodule: SWA and EMA deep-copy the LightningModule (a
 would be copied and averaged) and SWA resets the BatchNorm statistics of every module it finds
 (it would wipe the teacher's). Here the teacher is in no state_dict, optimizer or averaged copy.
 
-Where the teacher comes from (exactly one):
+Where the teacher comes from is a hylab.net_source.NetSource (exactly one of):
 - `checkpoint`: a hylab checkpoint (the net is rebuilt from the config embedded in it);
 - `experiment` (+ `overrides`): that experiment's finished run from the run store, found by the
   hash of its training config; trained first, once, if the store has none (hylab/store.py).
@@ -23,13 +23,14 @@ import lightning as L
 import torch
 from torch import nn
 
-from hylab.checkpoints import load_net_and_config, load_stored_net
+from hylab.checkpoints import load_from_source
 from hylab.errors import UserError
+from hylab.net_source import net_source
 from lightning_modules.image.module import TeacherOutputs
 from lightning_modules.image.nets.deit_features import layer_count, logits_and_token_maps
 
 log = logging.getLogger("hylab.distillation")
-KEY = "callbacks.distillation_teacher.checkpoint"
+KEY = "callbacks.distillation_teacher"
 
 
 class DistillationTeacher(L.Callback):
@@ -46,13 +47,9 @@ class DistillationTeacher(L.Callback):
         compile: bool = False,
         baseline: str | None = None,
     ):
-        if bool(checkpoint) == bool(experiment):
-            raise UserError(
-                "callbacks.distillation_teacher needs exactly one of checkpoint=<path to .ckpt> or "
-                "experiment=<name> (the store trains or reuses that experiment's run)"
-            )
+        self.source_settings = net_source(locals(), KEY)
         self.checkpoint, self.experiment = checkpoint, experiment
-        self.overrides = [str(o) for o in overrides or []]
+        self.overrides = self.source_settings.overrides
         self.log_dir, self.store_dir, self.compile = log_dir, store_dir, compile
         self.baseline = baseline
         self.teacher_score: dict = {}
@@ -67,19 +64,13 @@ class DistillationTeacher(L.Callback):
 
     def _load(self) -> tuple[nn.Module, dict]:
         """(net, its run config) from the checkpoint or the run store."""
-        if self.checkpoint:
-            self.source = {"checkpoint": str(self.checkpoint)}
-            log.info(f"distillation teacher: checkpoint {self.checkpoint}")
-            return load_net_and_config(self.checkpoint, KEY)
-        # The teacher's run goes into this run's store; store.* does not enter the training hash.
-        net, config, entry = load_stored_net(self.experiment, self.overrides, KEY, self.store_dir, self.log_dir)
-        metrics = entry.record.get("metrics") or {}
-        score = {k: round(v, 4) for k, v in metrics.items() if k in ("test/acc", "val/acc_best") and isinstance(v, float)}
-        self.teacher_score = score
-        self.source = {"experiment": self.experiment, "overrides": self.overrides, "store_key": entry.key,
-                       "run_id": entry.record.get("run_id"), "run_dir": entry.run_dir}
-        log.info(f"distillation teacher: run {entry.record.get('run_id')} of experiment={self.experiment} "
-                 f"{' '.join(self.overrides)} (store key {entry.key}, {score}) from {entry.run_dir}")
+        net, config, found = load_from_source(self.source_settings, f"{KEY}.checkpoint")
+        self.source = found.record
+        self.teacher_score = {k: round(v, 4) for k, v in found.metrics.items() if k in ("test/acc", "val/acc_best") and isinstance(v, float)}
+        where = f"checkpoint {self.checkpoint}" if self.checkpoint else (
+            f"run {found.record['run_id']} of experiment={self.experiment} {' '.join(self.overrides)} "
+            f"(store key {found.record['store_key']}, {self.teacher_score}) from {found.record['run_dir']}")
+        log.info(f"distillation teacher: {where}")
         return net, config
 
     # -- checks before training ----------------------------------------------------------------

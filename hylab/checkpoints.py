@@ -1,16 +1,21 @@
 """Loading nets from hylab checkpoints (teachers, base models) with clear errors.
 
 The one reader of hylab checkpoints: `load_checkpoint` (the file), `net_config` (the embedded
-net node), `net_state_dict` (its weights), `load_net` (all of it: a net in eval mode) and
-`check_shapes`. A checkpoint carries weights and data, never code: the file is read with
+net node), `net_state_dict` (its weights), `load_net` (all of it: a net in eval mode),
+`check_shapes`, and the one loader of "a net from a checkpoint or a stored experiment":
+`source_checkpoint` (the file a NetSource names, trained by the store once if absent) and
+`load_from_source` (its net). A checkpoint carries weights and data, never code: the file is read with
 `weights_only=True`, and the net node is built only when every `_target_` in it names a net the
 project defines (`check_net_targets`, hylab/net_targets.py).
 """
 
 from pathlib import Path
 
+from dataclasses import dataclass, field
+
 from hylab.checks import check_checkpoint_file
 from hylab.errors import UserError
+from hylab.net_source import NetSource
 from hylab.net_targets import build_checked_net, check_net_targets  # noqa: F401  (re-exported)
 
 
@@ -59,21 +64,40 @@ def load_net_and_config(path: str | Path, key: str = "checkpoint", expected=None
     return net.eval(), checkpoint["hylab"]["config"]
 
 
-def load_stored_net(experiment: str, overrides: list[str], key: str, store_dir: str | None = None,
-                    log_dir: str | None = None, expected=None) -> tuple:
-    """(net, run config, store entry) of `experiment` + `overrides` from the run store, trained
-    first (once) when the store has no such run. `store_dir` None: the store the experiment's
-    own config names; store.* is outside the training hash, so the entry is the same either way."""
+@dataclass
+class SourceCheckpoint:
+    """The checkpoint a NetSource names, and where it came from (recorded in the run's checkpoint)."""
+
+    path: Path
+    record: dict  # {"checkpoint": ...} or {"experiment", "overrides", "store_key", "run_id", "run_dir"}
+    metrics: dict = field(default_factory=dict)  # the stored run's final metrics ({} for a checkpoint)
+
+
+def source_checkpoint(source: NetSource) -> SourceCheckpoint:
+    """The checkpoint file of `source`: its `checkpoint`, or the run-store entry of `experiment` +
+    `overrides`, trained first (once) when the store has none. store.* is outside the training
+    hash, so the entry is the same whichever store_dir asks."""
+    if source.checkpoint:
+        return SourceCheckpoint(Path(source.checkpoint), {"checkpoint": str(source.checkpoint)})
     from hylab.store import RunStore, compose_for
 
-    overrides = [str(o) for o in overrides]
+    overrides, store_dir = list(source.overrides), source.store_dir
     if store_dir:
         overrides.append(f"store.dir={store_dir}")  # the run trained for it lands in that store too
     else:
-        store_dir = compose_for(experiment, overrides, log_dir).store.dir
-    entry = RunStore(store_dir).get_or_train(experiment, overrides, log_dir)
-    net, config = load_net_and_config(entry.checkpoint, key, expected)
-    return net, config, entry
+        store_dir = compose_for(source.experiment, overrides, source.log_dir).store.dir
+    entry = RunStore(store_dir).get_or_train(source.experiment, overrides, source.log_dir)
+    record = {"experiment": source.experiment, "overrides": list(source.overrides), "store_key": entry.key,
+              "run_id": entry.record.get("run_id"), "run_dir": entry.run_dir}
+    return SourceCheckpoint(Path(entry.checkpoint), record, entry.record.get("metrics") or {})
+
+
+def load_from_source(source: NetSource, key: str, expected=None) -> tuple:
+    """(net in eval mode, its run config, SourceCheckpoint) of `source`; `expected` (an
+    nn.Module) is an optional net whose parameter shapes must match."""
+    found = source_checkpoint(source)
+    net, config = load_net_and_config(found.path, key, expected)
+    return net, config, found
 
 
 def check_shapes(net, state: dict, what: str) -> None:

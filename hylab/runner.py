@@ -14,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from hylab.checks import check_config
 from hylab.ddp import is_rank_zero_process
-from hylab.errors import UserError
+from hylab.errors import RunNotStarted, UserError
 from hylab.logger_ids import continued_loggers, prepare_loggers
-from hylab.provenance import provenance
+from hylab.provenance import gpus, provenance
 from hylab.records import now_iso, plain_metrics, write_run_record
 from hylab.redact import redact_hydra_files
 from hylab.resume import mark_resumed, resume_unfinished, this_process
@@ -208,6 +208,8 @@ def run(cfg: DictConfig) -> float | None:
     finally:
         record |= {"finished_at": now_iso(), "wall_time_s": round(time.perf_counter() - started, 3)}
         if rank_zero:
+            if "provenance" in record:  # the GPUs as the run saw them (torch was not loaded when the record began)
+                record["provenance"]["machine"]["gpus"] = gpus()
             path = write_run_record(output_dir, record)
             log.info(f"run dir: {output_dir} (metrics: {path.name})")
 
@@ -234,16 +236,18 @@ def unlogged_monitor(err: BaseException) -> str | None:
 HYDRA_STARTUP_FILES = {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"}
 
 
-def discard_unstarted_run_dir(run_dir: Path, log_dir: Path) -> None:
+def discard_unstarted_run_dir(run_dir: Path, log_dir: Path, built: bool = False) -> None:
     """Remove the folder Hydra made for a run that stopped at its checks: it holds only Hydra's
     config copies and the log, nothing of value. Folders above it are removed only when empty,
-    up to (not including) the log dir. Anything else in it keeps the whole folder."""
+    up to (not including) the log dir. Anything else in it keeps the whole folder, unless
+    `built` (a RunNotStarted: stopped before its first training step, so what the run wrote
+    while being built, its record and logger files, holds nothing of value either)."""
     import shutil
 
     files = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
-    if not run_dir.is_dir() or not files <= HYDRA_STARTUP_FILES | {p.name for p in run_dir.glob("*.log")}:
+    if not run_dir.is_dir() or not (built or files <= HYDRA_STARTUP_FILES | {p.name for p in run_dir.glob("*.log")}):
         return
-    shutil.rmtree(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)  # under DDP every rank may remove it
     for parent in run_dir.parents:
         if parent == log_dir or log_dir not in parent.parents:
             break
@@ -270,7 +274,7 @@ def run_hydra_job(cfg: DictConfig) -> float | None:
     except UserError as err:
         if sweeping:
             raise  # the sweeper records this job as failed and goes on
-        discard_unstarted_run_dir(Path(cfg.paths.output_dir), Path(cfg.paths.log_dir))
+        discard_unstarted_run_dir(Path(cfg.paths.output_dir), Path(cfg.paths.log_dir), built=isinstance(err, RunNotStarted))
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except BaseException as err:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig
 
-from hylab.settings import LIBRARY_SCHEMAS, between, check_node, non_negative, parse_settings, positive
+from hylab.settings import LIBRARY_SCHEMAS, between, check_blocks, check_node, non_negative, parse_settings, positive
 
 PRECISIONS = ("64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed", "transformer-engine")
 Batches = int | float | None
@@ -142,8 +142,9 @@ def _check_batches(settings: TrainerSettings) -> None:
 
 
 def check_values(cfg: DictConfig) -> None:
-    """Every typed setting of the run: top-level keys, the Trainer, and each object node of the
-    model, data, callbacks and loggers against its family's schema. Imports no torch."""
+    """Every typed setting of the run: top-level keys, the Trainer, each object node of the
+    model, data, callbacks and loggers against its family's schema, and the top-level blocks its
+    tasks read (a family's `BLOCKS`). Imports no torch."""
     parse_settings(RunSettings, cfg, "", allow_extra=True)
     if cfg.get("trainer"):
         trainer = parse_settings(TrainerSettings, cfg.trainer, "trainer", allow_extra=True)
@@ -156,3 +157,4 @@ def check_values(cfg: DictConfig) -> None:
         for name, node in (cfg.get(group) or {}).items():
             if isinstance(node, DictConfig):
                 check_node(node, f"{group}.{name}")
+    check_blocks(cfg)

@@ -220,19 +220,53 @@ def schema_for(target: str) -> type | None:
 
         return LIBRARY_SCHEMAS.get(target)
     module_path, _, name = target.rpartition(".")
+    for module in _settings_modules(module_path):
+        if name in getattr(module, "SCHEMAS", {}):
+            return module.SCHEMAS[name]
+    return None
+
+
+def _settings_modules(module_path: str):
+    """The `settings` modules up the package path of `module_path`, nearest first."""
     parts = module_path.split(".")[:-1] or module_path.split(".")
     while parts:
         candidate = ".".join(parts) + ".settings"
         try:
-            module = importlib.import_module(candidate)
+            yield importlib.import_module(candidate)
         except ModuleNotFoundError as err:
             if not (err.name and candidate.startswith(err.name)):
                 raise
-        else:
-            if name in getattr(module, "SCHEMAS", {}):
-                return module.SCHEMAS[name]
         parts.pop()
-    return None
+
+
+def block_readers(tasks: Mapping) -> dict:
+    """The top-level settings blocks the config's tasks read (`generation`, `serve`, ...): the
+    `BLOCKS` of the settings modules up each task's package path, merged. A reader is a schema
+    dataclass or a function `(node, key) -> settings`. Only settings modules are imported."""
+    readers: dict = {}
+    for entry in tasks.values():
+        module_path = str(entry).partition(":")[0]
+        if not _is_project_package(module_path.split(".", 1)[0]):
+            continue
+        for module in _settings_modules(module_path):
+            for key, reader in getattr(module, "BLOCKS", {}).items():
+                readers.setdefault(key, reader)
+    return readers
+
+
+def read_block(reader, node, key: str):
+    """`node` (a top-level block) through its reader (see block_readers)."""
+    if dataclasses.is_dataclass(reader):
+        return parse_settings(reader, node, key)
+    return reader(node, key)
+
+
+def check_blocks(cfg: Mapping) -> None:
+    """Every top-level settings block a task of this config reads, checked where the config has it."""
+    for key, reader in block_readers(cfg.get("tasks") or {}).items():
+        node = cfg.get(key)
+        if node is not None:
+            read_block(reader, node, key)
 
 
 HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_", "_training_")  # _training_: hylab.instantiate

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from callbacks.carry_over import CarryOver
 from callbacks.model_summary import ModelSummaryWithoutFlops
+from callbacks.monitor_check import MonitorIsLogged
 from callbacks.step_seed import StepSeed
 from callbacks.preemption import SaveOnPreemption
 from callbacks.run_config import EmbedRunConfig
@@ -78,11 +79,12 @@ def framework_callbacks(cfg: DictConfig, resolved: dict) -> list[L.Callback]:
     """What every Trainer run gets: its config and provenance in each checkpoint, a checkpoint
     when a signal stops it, the checkpoint ranking and metrics carried over on a resume, steps
     seeded by (seed, epoch, batch) so a resumed run repeats them, and the model summary without
-    Lightning's FLOPs column (always 0 here)."""
+    Lightning's FLOPs column (always 0 here), and a `monitor` the run never logs stopped before
+    the first training step."""
     from hylab.provenance import provenance
 
     output_dir = Path(cfg.paths.output_dir)
-    added = [EmbedRunConfig(resolved, str(output_dir), provenance()), CarryOver()]
+    added = [EmbedRunConfig(resolved, str(output_dir), provenance()), CarryOver(), MonitorIsLogged()]
     if cfg.get("seed") is not None:
         added.append(StepSeed(cfg.seed))
     if cfg.trainer.get("enable_model_summary", True) is not False:

@@ -8,7 +8,7 @@ plain cross-entropy (eps = 0), the quantity comparable across runs.
 Metrics: accuracy; optionally macro-F1 = (1/K) sum_k 2 P_k R_k / (P_k + R_k), the mean of the
 per-class F1 scores (torchmetrics MulticlassF1Score, average="macro"), which weighs every class
 alike when a split is not balanced; the best-so-far value of each validation metric
-(`BestSoFar`, `val/<name>_best`); per-class test accuracy and the test confusion matrix
+(lightning_modules/best_so_far.py, `val/<name>_best`); per-class test accuracy and the test confusion matrix
 (a figure under <run dir>/plots). `lr_scales` maps net parameter prefixes (`head`,
 `features.0`) to multipliers of the optimizer's lr (layer-wise rates for fine-tuning).
 """
@@ -20,10 +20,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, MinMetric
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from hylab.errors import UserError
+from lightning_modules.best_so_far import BestSoFar
 from lightning_modules.optim import configure_optimizers
 from lightning_modules.step_logging import EpochMeans
 
@@ -48,43 +49,6 @@ def check_parts(net: nn.Module, names, key: str) -> None:
     for name in names:
         if not any(p == name or p.startswith(name + ".") for p in params):
             raise UserError(f"{key}: {name!r} is not a part of the net; its parts: {', '.join(net_parts(net))}")
-
-
-class BestSoFar:
-    """Best-so-far values of epoch metrics, logged as `<name>_best`.
-
-    `modes` maps metric names (`val/acc`) to "max" or "min". `add_to` registers one torchmetrics
-    Max/MinMetric per name on the module, as `<name with / as _>_best` (`val_acc_best`): saved with
-    the module's state (it survives resume from a checkpoint), cleared when a fresh fit starts.
-    """
-
-    def __init__(self, modes: Mapping[str, str]):
-        self.modes = dict(modes)
-
-    @staticmethod
-    def attribute(name: str) -> str:
-        return name.replace("/", "_") + "_best"
-
-    def add_to(self, module: nn.Module) -> "BestSoFar":
-        for name, mode in self.modes.items():
-            metric = MaxMetric() if mode == "max" else MinMetric()
-            metric.persistent(True)
-            setattr(module, self.attribute(name), metric)
-        return self
-
-    def on_train_start(self, module: L.LightningModule) -> None:
-        if module.trainer.global_step == 0:  # keep the best values when resuming
-            for name in self.modes:
-                getattr(module, self.attribute(name)).reset()
-
-    def update_and_log(self, module: L.LightningModule, values: Mapping[str, torch.Tensor]) -> None:
-        """Fold this epoch's `values` in and log the best of each (skipped while sanity checking)."""
-        if module.trainer.sanity_checking:
-            return
-        for name, value in values.items():
-            metric = getattr(module, self.attribute(name))
-            metric(value)
-            module.log(f"{name}_best", metric.compute(), sync_dist=True, prog_bar=True)
 
 
 def confusion_figure(confusion: MulticlassConfusionMatrix, matrix: torch.Tensor, names: list[str]):

@@ -79,27 +79,25 @@ _resolved: dict[tuple, str] = {}
 
 
 def resolve_init_from(init_from: str | None, base: dict | None) -> str | None:
-    """The checkpoint a fine-tune starts from: `init_from` when given, else the run-store entry of
-    `base` = {experiment, overrides, log_dir, store_dir} (trained once if absent, then reused, as
-    the distillation teacher is). The DataModule (for the tokenizer) and the module (for the
-    weights) both ask; the second ask is answered from memory."""
-    if init_from or not base or not base.get("experiment"):
+    """The checkpoint a fine-tune starts from: `init_from` when given, else the checkpoint `base`
+    names (a hylab.net_source.NetSource: a checkpoint, or an experiment's run from the run store,
+    trained once if absent, then reused). The DataModule (for the tokenizer) and the module (for
+    the weights) both ask; the second ask is answered from memory."""
+    if init_from or not base or not (base.get("experiment") or base.get("checkpoint")):
         return init_from or None
-    overrides = [str(o) for o in base.get("overrides") or []]
-    key = (base["experiment"], tuple(overrides), str(base.get("log_dir")), str(base.get("store_dir")))
+    from hylab.checkpoints import source_checkpoint
+    from hylab.net_source import net_source
+
+    source = net_source(base, "model.base")
+    key = (source.checkpoint, source.experiment, tuple(source.overrides), str(source.log_dir), str(source.store_dir))
     if key not in _resolved:
         import logging
 
-        from hylab.store import RunStore, compose_for
-
-        default_store = compose_for(base["experiment"], overrides, base.get("log_dir")).store.dir
-        store_dir = base.get("store_dir") or default_store
-        if str(store_dir) != str(default_store):
-            overrides.append(f"store.dir={store_dir}")
-        entry = RunStore(store_dir).get_or_train(base["experiment"], overrides, base.get("log_dir"))
-        logging.getLogger("hylab").info(
-            f"base model: run {entry.record.get('run_id')} of experiment={base['experiment']} {' '.join(key[1])} "
-            f"(store key {entry.key}, val/bpb_best {(entry.record.get('metrics') or {}).get('val/bpb_best')}) from {entry.run_dir}"
-        )
-        _resolved[key] = str(entry.checkpoint)
+        found = source_checkpoint(source)
+        if source.experiment:
+            logging.getLogger("hylab").info(
+                f"base model: run {found.record['run_id']} of experiment={source.experiment} {' '.join(source.overrides)} "
+                f"(store key {found.record['store_key']}, val/bpb_best {found.metrics.get('val/bpb_best')}) from {found.record['run_dir']}"
+            )
+        _resolved[key] = str(found.path)
     return _resolved[key]

@@ -5,9 +5,9 @@ from functools import partial
 
 import lightning as L
 import torch
-from torchmetrics import MinMetric
 
 from hylab.errors import UserError
+from lightning_modules.best_so_far import BestSoFar
 from lightning_modules.gpt.checkpoint import CHECKPOINT_KEY, checkpoint_entry, load_weights, read_gpt_checkpoint, resolve_init_from
 from lightning_modules.gpt.losses import next_token_loss
 from lightning_modules.gpt.metrics import BitsPerByte
@@ -22,7 +22,7 @@ class GPTLanguageModel(L.LightningModule):
         net: GPT | None,
         matrix_optimizer: partial,
         embedding_optimizer: partial,
-        head_lr: float = 0.004,
+        head_lr: float = 0.008,  # conf/model/gpt.yaml's value, which every GPT run so far trained with
         scheduler: partial | None = None,
         compile: bool = False,
         init_from: str | None = None,
@@ -37,8 +37,7 @@ class GPTLanguageModel(L.LightningModule):
         self.scheduler_factory = scheduler or None
         self.val_bpb = BitsPerByte()
         self.test_bpb = BitsPerByte()
-        self.val_bpb_best = MinMetric()
-        self.val_bpb_best.persistent(True)
+        self.best = BestSoFar({"val/bpb": "min"}).add_to(self)
         self.register_buffer("token_bytes", torch.zeros(0, dtype=torch.int32), persistent=False)
         self.tokenizer_json: str | None = None
         self.batch_tokens = 0
@@ -103,8 +102,7 @@ class GPTLanguageModel(L.LightningModule):
         return loss
 
     def on_train_start(self) -> None:
-        if self.trainer.global_step == 0:  # keep the best value when resuming
-            self.val_bpb_best.reset()
+        self.best.on_train_start(self)
 
     def _evaluate(self, batch, metric: BitsPerByte) -> None:
         inputs, targets = batch
@@ -123,10 +121,7 @@ class GPTLanguageModel(L.LightningModule):
         self._evaluate(batch, self.val_bpb)
 
     def on_validation_epoch_end(self) -> None:
-        bpb = self._log_totals(self.val_bpb, "val")
-        if not self.trainer.sanity_checking:
-            self.val_bpb_best(bpb)
-            self.log("val/bpb_best", self.val_bpb_best.compute(), prog_bar=True)
+        self.best.update_and_log(self, {"val/bpb": self._log_totals(self.val_bpb, "val")})
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.test_bpb)

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MaxMetric
 
 from datamodules.gpt.arithmetic import Problem, reward
 from datamodules.gpt.chat import render_for_reply
 from hylab.errors import UserError
+from lightning_modules.best_so_far import BestSoFar
 from lightning_modules.gpt.module import GPTLanguageModel
 from lightning_modules.gpt.tools import run_in_sandbox, sample_with_tools, text_of
 
@@ -81,13 +81,8 @@ class GPTRLModel(GPTLanguageModel):
         self.tool = cached_tool(tool_wall_s)
         self.tokenizer = None
         self.val_problems: list[Problem] = []
-        self.val_pass_best = MaxMetric()
-        self.val_pass_best.persistent(True)
-
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        if self.trainer.global_step == 0:
-            self.val_pass_best.reset()
+        # the module's val/bpb best, and pass@1's under the name its checkpoints hold
+        self.best = BestSoFar({**self.best.modes, "val/pass@1": "max"}, attributes={"val/pass@1": "val_pass_best"}).add_to(self)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
@@ -140,9 +135,7 @@ class GPTRLModel(GPTLanguageModel):
 
     def on_validation_epoch_end(self) -> None:
         scores = self._log_eval("val")
-        if not self.trainer.sanity_checking:
-            self.val_pass_best(scores["pass@1"])
-            self.log("val/pass@1_best", self.val_pass_best.compute())
+        self.best.update_and_log(self, {"val/pass@1": scores["pass@1"]}, prog_bar=False)
 
     def on_test_epoch_start(self) -> None:
         self.val_problems = []

@@ -8,6 +8,7 @@ config, the yaml and the check before a run agree by construction.
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from hylab.net_source import NetSource
 from hylab.settings import between, non_negative, positive
 
 
@@ -66,7 +67,7 @@ class GPTModelSettings:
     # targets); `net` may be null (the net comes from `init_from`), `scheduler` null (constant lr).
     net: Any = None
     scheduler: Any = None
-    head_lr: float = field(default=0.004, metadata=positive())
+    head_lr: float = field(default=0.008, metadata=positive())  # the value every GPT run so far trained with (conf/model/gpt.yaml)
     compile: bool = False
     init_from: str | None = None
     base: "BaseModelSettings | None" = None  # where init_from comes from when it is null (gpt_sft)
@@ -74,14 +75,8 @@ class GPTModelSettings:
     reference_width: int = field(default=128, metadata=positive())  # the width the AdamW lrs were tuned at
 
 
-@dataclass
-class BaseModelSettings:
-    """A base model from the run store: `experiment` + `overrides`, trained once if absent."""
-
-    experiment: str
-    overrides: list[str] = field(default_factory=list)
-    log_dir: str | None = None
-    store_dir: str | None = None
+# A base model: a checkpoint, or an experiment (+ overrides) from the run store, trained once if absent.
+BaseModelSettings = NetSource
 
 
 @dataclass
@@ -198,4 +193,14 @@ SCHEMAS = {
     "GPTConfig": GPTConfig,
     "warmup_warmdown": WarmupWarmdownSettings,
     "token_throughput_monitor": ThroughputSettings,
+}
+
+# The top-level blocks the family's tasks read, checked with every other value before torch
+# (hylab.settings.check_blocks); task=serve's block is in serve/settings.py.
+BLOCKS = {
+    "generation": GenerationSettings,
+    "evaluation": EvaluationSettings,
+    "speedrun": SpeedrunSettings,
+    "export": ExportSettings,
+    "arithmetic_eval": ArithmeticEvalSettings,
 }

@@ -2,10 +2,12 @@
 
 finetune.mode (datamodules/har/data.py FINETUNE_MODES) decides what a run trains on and whether
 it starts from a base model. When it does, `setup` asks the run store for the base run
-(hylab.checkpoints.load_stored_net(base experiment, base overrides)): the first job that needs a
-base config trains it, in its own process, under a file lock; every other job, concurrent or
-later, waits for it and reuses it. A base net that does not fit fails with a clear error, then the layers named by `freeze` are fixed: no gradient,
-left out of the optimizer, and kept in eval mode so their BatchNorm statistics stay the base's.
+(hylab.checkpoints.load_from_source, experiment = base experiment + base overrides): the first
+job that needs a base config trains it, in its own process, under a file lock; every other job,
+concurrent or later, waits for it and reuses it. A base net that does not fit fails with a clear
+error, then the layers named by `freeze` are fixed through Lightning's BaseFinetuning hook
+(callbacks/frozen_parts.py): no gradient, left out of the optimizer, and kept in eval mode so
+their BatchNorm statistics stay the base's.
 
 This is a callback, not part of the LightningModule, so the module stays a plain classifier and
 `setup` runs before the optimizer is built (frozen layers never enter it).
@@ -18,9 +20,11 @@ from pathlib import Path
 import lightning as L
 from torch import nn
 
+from callbacks.frozen_parts import FrozenParts
 from datamodules.har.data import check_finetune_mode
-from hylab.checkpoints import load_stored_net
+from hylab.checkpoints import load_from_source
 from hylab.errors import UserError
+from hylab.net_source import NetSource
 from hylab.records import atomic_write_text
 from lightning_modules.classifier import check_parts
 from lightning_modules.har.aggregate import BASE_RECORD
@@ -37,7 +41,7 @@ def overlapping(a: str, b: str) -> bool:
     return under(a, b) or under(b, a)
 
 
-class FineTuneFromBase(L.Callback):
+class FineTuneFromBase(FrozenParts):
     """store_dir: the run store of the base runs (None: the one the base experiment's config names)."""
 
     def __init__(
@@ -51,13 +55,13 @@ class FineTuneFromBase(L.Callback):
         store_dir: str | None = None,
         log_dir: str | None = None,
     ):
+        super().__init__()
         self.mode_name = mode
         self.mode = check_finetune_mode(mode)
         self.base_experiment = base_experiment
         self.base_overrides = [str(o) for o in base_overrides] + [str(o) for o in extra_base_overrides or []]
         self.freeze = [str(name) for name in freeze or []]
         self.store_dir, self.log_dir = store_dir, log_dir
-        self.frozen: list[nn.Module] = []
         self.base_record: dict | None = None
         self.prepared = False
         self._check_combination(dict(lr_scales or {}))
@@ -89,32 +93,26 @@ class FineTuneFromBase(L.Callback):
             self.base_record = self._load_base(net)
             if trainer.is_global_zero:
                 atomic_write_text(Path(trainer.default_root_dir) / BASE_RECORD, json.dumps(self.base_record, indent=2) + "\n")
-        self.frozen = self._freeze(net)
+        super().setup(trainer, pl_module, stage)  # BaseFinetuning: freeze_before_training
         self.prepared = True
 
     def _load_base(self, net: nn.Module) -> dict:
         try:
-            base, _, entry = load_stored_net(self.base_experiment, self.base_overrides, "finetune.base", self.store_dir, self.log_dir, expected=net)
+            source = NetSource(experiment=self.base_experiment, overrides=self.base_overrides, store_dir=self.store_dir, log_dir=self.log_dir)
+            base, _, found = load_from_source(source, "finetune.base", expected=net)
         except UserError as err:
             if "does not fit the net" not in str(err):
                 raise
             raise UserError(f"{err}; give the base run this job's net settings through finetune.base.extra_overrides") from None
         net.load_state_dict(base.state_dict())
-        log.info(f"fine-tuning from base model {entry.key} ({entry.run_dir})")
+        log.info(f"fine-tuning from base model {found.record['store_key']} ({found.record['run_dir']})")
         return {
-            "key": entry.key, "checkpoint": str(entry.checkpoint), "run_dir": entry.run_dir,
-            "experiment": self.base_experiment, "overrides": self.base_overrides, "metrics": entry.record.get("metrics") or {},
+            "key": found.record["store_key"], "checkpoint": str(found.path), "run_dir": found.record["run_dir"],
+            "experiment": self.base_experiment, "overrides": self.base_overrides, "metrics": found.metrics,
         }
 
-    def _freeze(self, net: nn.Module) -> list[nn.Module]:
-        for name, param in net.named_parameters():
-            if any(under(name, f) for f in self.freeze):
-                param.requires_grad_(False)
-        frozen = [module for name, module in net.named_modules() if name and any(under(name, f) for f in self.freeze)]
-        for module in frozen:
-            module.eval()
-        return frozen
+    def frozen_parameters(self, pl_module: L.LightningModule) -> list[nn.Parameter]:
+        return [param for name, param in pl_module.net.named_parameters() if any(under(name, f) for f in self.freeze)]
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for module in self.frozen:  # keep the base's BatchNorm statistics and no dropout
-            module.eval()
+    def eval_modules(self, pl_module: L.LightningModule) -> list[nn.Module]:
+        return [module for name, module in pl_module.net.named_modules() if name and any(under(name, f) for f in self.freeze)]

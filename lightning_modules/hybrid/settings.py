@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hylab.net_source import NetSource
 from hylab.settings import between, non_negative, positive
 from lightning_modules.settings import ClassifierSettings
 
@@ -127,17 +128,10 @@ class HybridClassifierSettings(ClassifierSettings):
 
 
 @dataclass
-class EncoderFromStoreSettings:
-    mode: Literal["linear_probe", "finetune", "lora"] = "linear_probe"
-    experiment: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    checkpoint: str | None = None
-    store_dir: str | None = None
-    log_dir: str | None = None
+class EncoderFromStoreSettings(NetSource):
+    """Where the encoder comes from (a checkpoint or a stored experiment) and what trains."""
 
-    def __post_init__(self):
-        if bool(self.experiment) == bool(self.checkpoint):
-            raise ValueError("give exactly one of experiment=<name> (from the run store) or checkpoint=<path>")
+    mode: Literal["linear_probe", "finetune", "lora"] = "linear_probe"
 
 
 SCHEMAS = {

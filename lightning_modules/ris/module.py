@@ -13,11 +13,11 @@ from functools import partial
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics import MinMetric
 
 from datamodules.ris.physics import RISGeometry, as_complex, safe_eigh, steering
 from hylab.errors import UserError
 from hylab.settings import parse_settings
+from lightning_modules.best_so_far import BestSoFar
 from lightning_modules.optim import configure_optimizers
 from lightning_modules.ris.covariance import HybridCovariance, hybrid_covariance
 from lightning_modules.ris.likelihood import likelihood_grid, refine_scenes, ris_refiner
@@ -47,8 +47,7 @@ class RISLocalizer(L.LightningModule):
         self.refiner = ris_refiner(self.geometry, self.music.grid.lower(), self.music.grid.upper(), self.settings.ml)
         self.register_buffer("element_positions", self.geometry.element_positions(torch.float32), persistent=False)
         self.scores = nn.ModuleDict({stage: LocalizationScores() for stage in ("val", "test")})
-        self.val_rmse_best = MinMetric()
-        self.val_rmse_best.persistent(True)
+        self.best = BestSoFar({"val/rmse_deg": "min"}, attributes={"val/rmse_deg": "val_rmse_best"}).add_to(self)  # the name its checkpoints hold
 
     # ---- the one path from a batch to covariances and estimates ----
     def covariances(self, batch: dict) -> tuple[HybridCovariance, dict]:
@@ -154,14 +153,11 @@ class RISLocalizer(L.LightningModule):
         return values
 
     def on_train_start(self) -> None:
-        if self.trainer.global_step == 0:  # keep the best value when resuming
-            self.val_rmse_best.reset()
+        self.best.on_train_start(self)
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_scores("val")
-        if not self.trainer.sanity_checking:
-            self.val_rmse_best(values["rmse_deg"])
-            self.log("val/rmse_deg_best", self.val_rmse_best.compute())
+        self.best.update_and_log(self, {"val/rmse_deg": values["rmse_deg"]}, prog_bar=False)
 
     def on_test_epoch_end(self) -> None:
         self._log_scores("test")

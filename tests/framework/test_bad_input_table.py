@@ -56,6 +56,11 @@ ROWS = [
     ("evaluation-without-checkpoint", ["task=test"], "task=test evaluates a checkpoint: add ckpt_path="),
     ("no-such-task", ["task=fitt"], "task='fitt' is not a task of this config; choose one of: fit,"),
     ("no-such-experiment", ["experiment=nope"], "experiment=nope is not an option of experiment; choose one of: deit_distill,"),
+    # The GPT task settings are checked with every other value (no checkpoint read, no torch).
+    ("generation-value", ["experiment=gpt_tiny", "task=generate", "generation.temperature=-1"], "generation.temperature=-1.0 is out of range; allowed: [0, inf)"),
+    ("evaluation-value", ["experiment=gpt_tiny", "task=eval", "evaluation.tasks.mmlu.shots=-1"], "evaluation.tasks.mmlu.shots=-1 is out of range; allowed: [0, inf)"),
+    ("speedrun-value", ["experiment=gpt_speedrun", "speedrun.max_new_tokens=0"], "speedrun.max_new_tokens=0 is out of range; allowed: (0, inf)"),
+    ("serve-value", ["experiment=gpt_tiny", "task=serve", "serve.port=abc"], "serve.port='abc' is not allowed; expected an integer"),
     ("sweep-bad-value", ["-m", "model.optimizer.lr=1e-3,abc"], "model.optimizer.lr='abc' is not allowed; expected a number"),
     ("sweep-misspelled-key", ["-m", "seed=1,2", "trainer.max_epoch=3"], "trainer.max_epoch is not a setting; did you mean trainer.max_epochs?"),
     ("sweep-over-nothing", ["-m", "seed=range(0,0)"], "seed=range(0,0) sweeps over no values, so there is nothing to run"),
@@ -130,10 +135,13 @@ def test_a_read_only_or_full_log_dir_is_refused(tmp_path, monkeypatch, flag, fre
 
 @pytest.mark.slow
 def test_a_monitor_the_run_does_not_log_is_one_line_naming_what_it_logs(tmp_path):
-    """Known only once validation has run: the run has started, so its folder and record stay."""
+    """Known once the sanity validation has run, before the first training step: the run never
+    started, so nothing of it stays (no folder, no record)."""
     log_dir = tmp_path / "logs"
+    log_dir.mkdir()
     done = run_typed(["monitor=val/nope", "debug=limit", "trainer.max_epochs=1", "callbacks.progress_bar=null"], log_dir, timeout=timeout_for(2))  # ~1 min at load 6
     errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
     assert done.returncode == 2, done.stderr[-3000:]
-    assert errors == ["error: monitor=val/nope is not a metric this run logs; set monitor= to one of: val/acc, val/acc_best, val/loss"], errors
+    assert errors == ["error: monitor=val/nope is not a metric this run logs; set monitor= to one of: val/acc, val/loss"], errors
     assert "Traceback" not in done.stdout + done.stderr
+    assert sorted(log_dir.rglob("*")) == []

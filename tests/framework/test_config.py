@@ -41,6 +41,15 @@ def test_cfg_job_imports_neither_torch_nor_lightning():
     assert "timm_classifier" in done.stdout and "resnet18" in done.stdout
 
 
+def test_the_framework_modules_a_run_uses_before_torch_import_no_lightning():
+    """hylab/__init__.py's promise: the runner, checks, resume, store and checkpoint modules load without Lightning or torch."""
+    modules = ["hylab.runner", "hylab.checks", "hylab.resume", "hylab.checkpoint_io", "hylab.checkpoints", "hylab.store", "hylab.preflight"]
+    code = f"import sys; import {', '.join(modules)}; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout_for(0.5))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_misspelled_key_names_the_nearest_setting(tmp_path):
     done = run_cli(["trainer.max_epochz=3"], tmp_path, runs=0.5)
     assert done.returncode == 2

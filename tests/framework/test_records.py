@@ -6,7 +6,7 @@ import logging
 import zipfile
 
 from hylab.resume import find_unfinished_run
-from tests.helpers import run_cli, run_dirs
+from tests.helpers import run_cli, run_dirs, run_in_process
 
 
 def unfinished_run(folder, key: str) -> None:
@@ -41,3 +41,27 @@ def test_the_running_record_is_written_before_torch_is_imported(tmp_path):
     (run_dir,) = run_dirs(tmp_path / "logs")
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "running" and record["config_hash"] and record["provenance"]["command"]
+
+
+GPU_VISIBLE = {"now": False}
+
+
+def gpu_appears(cfg):
+    """A task during which a GPU becomes visible, as one does once torch has loaded CUDA."""
+    from hylab.tasks import TaskResult
+
+    GPU_VISIBLE["now"] = True
+    return TaskResult()
+
+
+def test_metrics_json_names_the_gpus_the_run_saw(tmp_path, monkeypatch):
+    """The record begins before torch is imported (no GPU known yet); its final provenance lists the
+    GPUs torch sees by the end of the run, as the checkpoints' provenance does."""
+    import torch
+
+    monkeypatch.setitem(GPU_VISIBLE, "now", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: GPU_VISIBLE["now"])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: int(GPU_VISIBLE["now"]))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Test GPU")
+    _, record = run_in_process(["+tasks.gpu_appears=tests.framework.test_records:gpu_appears", "task=gpu_appears"], tmp_path / "run")
+    assert record["status"] == "completed" and record["provenance"]["machine"]["gpus"] == ["Test GPU"]

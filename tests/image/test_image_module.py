@@ -3,7 +3,8 @@ from functools import partial
 import pytest
 import torch
 
-from lightning_modules.classifier import BestSoFar, Classifier
+from lightning_modules.best_so_far import BestSoFar
+from lightning_modules.classifier import Classifier
 from lightning_modules.image.nets.seresnet import seresnet_mnist
 
 

@@ -1,9 +1,11 @@
 """Settings of task=serve (torch-free): the defaults live here; conf/serve/gpt.yaml says what an
 experiment changes (`serve.port=8001` works on any GPT experiment: gpt_tiny brings the group)."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hylab.settings import between, non_negative, positive
+from hylab.errors import UserError
+from hylab.settings import between, non_negative, parse_settings, positive
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "HYLAB_SERVE_TOKEN"
@@ -35,3 +37,17 @@ class ServeSettings:
     tool_memory_mb: int = field(default=256, metadata=positive())
     tool_workers: int | None = field(default=None, metadata=positive())  # tool calls run at once; None: half the CPUs
     access_log: bool = True  # one line per request: method, path, status, seconds
+
+
+def read_serve_settings(node: Mapping | None, key: str = "serve") -> ServeSettings:
+    """The `serve` block; a `token` in it is refused (the run folder and the process list would show it)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+    if plain.pop("token", None) is not None:
+        raise UserError(f"{key}.token would be written into the run folder and shown in the process list: put the token in "
+                        f"the {TOKEN_ENV} environment variable, or in a file readable only by you and give {key}.token_file=<path>")
+    return parse_settings(ServeSettings, plain, key)
+
+
+BLOCKS = {"serve": read_serve_settings}  # checked before torch (hylab.settings.check_blocks)

@@ -12,23 +12,17 @@ import os
 import threading
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hylab.errors import UserError
-from hylab.settings import parse_settings
 from hylab.tasks import TaskResult
-from lightning_modules.gpt.serve.settings import LOOPBACK, TOKEN_ENV, ServeSettings
+from lightning_modules.gpt.serve.settings import LOOPBACK, TOKEN_ENV, ServeSettings, read_serve_settings
 
 log = logging.getLogger("hylab")
 
 
 def serve_settings(cfg: DictConfig) -> ServeSettings:
-    node = cfg.get("serve")
-    plain = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-    if plain.pop("token", None) is not None:
-        raise UserError(f"serve.token would be written into the run folder and shown in the process list: put the token in "
-                        f"the {TOKEN_ENV} environment variable, or in a file readable only by you and give serve.token_file=<path>")
-    return parse_settings(ServeSettings, plain, "serve")
+    return read_serve_settings(cfg.get("serve"))
 
 
 def access_token(settings: ServeSettings) -> str | None:

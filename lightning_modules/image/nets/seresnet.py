@@ -89,6 +89,6 @@ def seresnet_mnist(in_chans: int = 1, num_classes: int = 10, se_reduction: int =
     return SEResNet((2, 2, 2), (32, 64, 128), in_chans, num_classes, se_reduction)
 
 
-def seresnet_cifar(in_chans: int = 3, num_classes: int = 10, se_reduction: int = 16) -> SEResNet:
+def seresnet_cifar(in_chans: int = 1, num_classes: int = 10, se_reduction: int = 16) -> SEResNet:
     """11 blocks in 4 stages of 2, 3, 4, 2: 64 -> 128 -> 256 -> 512 channels (32 -> 16 -> 8 -> 4)."""
     return SEResNet((2, 3, 4, 2), (64, 128, 256, 512), in_chans, num_classes, se_reduction)
