@@ -214,14 +214,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from bench.gpt_speed_profile import profile_table, profile_pieces
-
     cfg = compose(overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"overrides": overrides, "threads": torch.get_num_threads(), "load_at_start": os.getloadavg()}
     text = [f"shape: {dict(cfg.model.net.config)} batch {cfg.data.batch_size}; threads {torch.get_num_threads()}; "
             f"load at start {os.getloadavg()[0]:.1f}"]
     if not args.no_profile:
+        from bench.gpt_speed_profile import profile_pieces, profile_table
+
         report["profile"] = profile_pieces(cfg, repeats=2 if args.dry_run else 7)
         text += ["", profile_table(report["profile"])]
     if not args.profile_only:
