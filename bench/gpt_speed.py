@@ -1,7 +1,7 @@
 """hylab's GPT against a nanoGPT-shaped baseline on CPU: training tokens/s and held-out bits per
 byte reached in equal wall time, in alternating rounds in one process (paired ratios).
 
-    OMP_NUM_THREADS=1 uv run python -m bench.gpt_speed                   # 3 rounds x 90 s per net
+    OMP_NUM_THREADS=1 uv run python -m bench.gpt_speed                   # 3 rounds x 60 s per net
     OMP_NUM_THREADS=1 uv run python -m bench.gpt_speed --rounds 5 --seconds 120
     OMP_NUM_THREADS=1 uv run python -m bench.gpt_speed --profile-only    # per-piece ms of one step
     OMP_NUM_THREADS=1 uv run python -m bench.gpt_speed --run-py          # + run.py against a plain loop
@@ -13,8 +13,9 @@ the same wall-clock budget and gradient clipping (1.0). hylab trains with its ow
 (Muon for the block matrices, AdamW for the embedding and the head, the lrs of conf/model/gpt.yaml,
 its warm-up + warm-down schedule); the baseline with nanoGPT's (AdamW, lr 1e-3, betas 0.9/0.99,
 weight decay 0.1, warm-up then cosine to lr/10: nanoGPT's small-model recipe). Both schedules run
-on the fraction of the budget spent, so each ends its decay when its time is up. Evaluation is
-outside the budget. Results go to bench/out/gpt_speed/ (or --out).
+on the fraction of the budget spent, so each ends its decay when its time is up. The two nets
+train in turn, one step each (so a change of load on a shared machine hits both alike), each
+until its own training time reaches the budget; evaluation is outside it. Results go to bench/out/gpt_speed/ (or --out).
 """
 
 import argparse
@@ -126,23 +127,42 @@ def baseline_contestant(cfg, seed: int) -> Contestant:
 
 
 # ---- training and evaluation ---------------------------------------------------------------------
-def train_for(contestant: Contestant, stream, seconds: float) -> dict:
-    """Train until `seconds` of training wall time are spent; tokens/s over the whole budget."""
+def train_step(contestant: Contestant, batch, step: int, progress: float) -> float:
     import torch
 
-    contestant.net.train()
-    step, tokens, started = 0, 0, time.perf_counter()
-    while (spent := time.perf_counter() - started) < seconds:
-        inputs, targets = next(stream)
-        contestant.set_lr(step, spent / seconds)
-        loss = contestant.loss(inputs, targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(contestant.net.parameters(), 1.0)
-        contestant.optimizer.step()
-        contestant.optimizer.zero_grad(set_to_none=True)
-        step, tokens = step + 1, tokens + inputs.numel()
-    wall = time.perf_counter() - started
-    return {"steps": step, "tokens": tokens, "train_s": wall, "tokens_per_s": tokens / wall, "last_loss": float(loss)}
+    inputs, targets = batch
+    contestant.set_lr(step, progress)
+    loss = contestant.loss(inputs, targets)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(contestant.net.parameters(), 1.0)
+    contestant.optimizer.step()
+    contestant.optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def train_interleaved(contestants: list[Contestant], streams: list, seconds: float) -> list[dict]:
+    """Train the nets step by step in turn, each until its own training time reaches `seconds`.
+    On a shared machine the load changes by the second; interleaving single steps lets every
+    change hit both nets alike, so their tokens/s ratio and equal-time comparison stay fair."""
+    state = [{"steps": 0, "tokens": 0, "train_s": 0.0, "last_loss": float("nan")} for _ in contestants]
+    for contestant in contestants:
+        contestant.net.train()
+    turn = 0
+    while any(s["train_s"] < seconds for s in state):
+        order = range(len(contestants)) if turn % 2 == 0 else reversed(range(len(contestants)))
+        for i in order:
+            s = state[i]
+            if s["train_s"] >= seconds:
+                continue
+            batch = next(streams[i])
+            started = time.perf_counter()
+            s["last_loss"] = train_step(contestants[i], batch, s["steps"], s["train_s"] / seconds)
+            s["train_s"] += time.perf_counter() - started
+            s["steps"], s["tokens"] = s["steps"] + 1, s["tokens"] + batch[0].numel()
+        turn += 1
+    for s in state:
+        s["tokens_per_s"] = s["tokens"] / s["train_s"]
+    return state
 
 
 def val_bpb(net, dataset, token_bytes, batch_size: int) -> float:
@@ -163,18 +183,19 @@ def val_bpb(net, dataset, token_bytes, batch_size: int) -> float:
 
 
 def paired_rounds(cfg, datamodule, rounds: int, seconds: float, seed: int) -> list[dict]:
-    """Each round trains a fresh hylab net and a fresh baseline on the same batches; the order
-    alternates between rounds so that a load change hits both sides alike."""
+    """Each round trains a fresh hylab net and a fresh baseline (seeded by the round) on the same
+    batches, interleaved step by step, for `seconds` of training time each."""
     results = []
-    makers = {"hylab": hylab_contestant, "nanoGPT": baseline_contestant}
+    train, val = datamodule.datasets["train"], datamodule.datasets["val"]
     for index in range(rounds):
-        order = ["hylab", "nanoGPT"] if index % 2 == 0 else ["nanoGPT", "hylab"]
-        row = {"round": index + 1, "order": order, "load": os.getloadavg()[0]}
-        for name in order:
-            contestant = makers[name](cfg, seed + index)
-            row[name] = train_for(contestant, batches(datamodule.datasets["train"], cfg.data.batch_size, seed + index), seconds)
-            row[name]["val_bpb"] = val_bpb(contestant.net, datamodule.datasets["val"], datamodule.token_bytes, cfg.data.batch_size)
-            print(f"round {index + 1} {name}: {row[name]}", flush=True)
+        row = {"round": index + 1, "load": os.getloadavg()[0]}
+        contestants = [hylab_contestant(cfg, seed + index), baseline_contestant(cfg, seed + index)]
+        streams = [batches(train, cfg.data.batch_size, seed + index) for _ in contestants]
+        for contestant, result in zip(contestants, train_interleaved(contestants, streams, seconds)):
+            result["val_bpb"] = val_bpb(contestant.net, val, datamodule.token_bytes, cfg.data.batch_size)
+            row[contestant.name] = result
+            print(f"round {index + 1} {contestant.name}: {result}", flush=True)
+        row["load"] = (row["load"] + os.getloadavg()[0]) / 2
         row["tokens_per_s_ratio"] = row["hylab"]["tokens_per_s"] / row["nanoGPT"]["tokens_per_s"]
         row["bpb_difference"] = row["hylab"]["val_bpb"] - row["nanoGPT"]["val_bpb"]
         results.append(row)
@@ -199,7 +220,7 @@ def rounds_table(rows: list[dict], seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=90.0, help="training wall time per net per round")
+    parser.add_argument("--seconds", type=float, default=60.0, help="training wall time per net per round")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile-only", action="store_true", help="only the per-piece profile of one training step")
     parser.add_argument("--no-profile", action="store_true")
