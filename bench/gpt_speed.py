@@ -37,9 +37,11 @@ BASELINE = {"lr": 1e-3, "betas": (0.9, 0.99), "weight_decay": 0.1, "min_lr_ratio
 def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     import hylab.resolvers  # noqa: F401  (project_root)
 
+    GlobalHydra.instance().clear()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=["experiment=gpt_tiny", *overrides])
 
@@ -225,6 +227,7 @@ def main() -> None:
     parser.add_argument("--profile-only", action="store_true", help="only the per-piece profile of one training step")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--run-py", action="store_true", help="also time run.py against a plain loop over the same net")
+    parser.add_argument("--run-py-steps", type=int, default=60, help="training steps of each run of the run.py comparison")
     parser.add_argument("--dry-run", action="store_true", help="a tiny shape, 1 round of 1 s: checks the bench end to end")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "gpt_speed")
     parser.add_argument("overrides", nargs="*", help="overrides of the composed experiment=gpt_tiny config")
@@ -252,7 +255,7 @@ def main() -> None:
         if args.run_py:
             from bench.gpt_speed_runpy import run_py_against_plain_loop
 
-            report["run_py"] = run_py_against_plain_loop(cfg, datamodule, overrides, args.out, steps=5 if args.dry_run else 60)
+            report["run_py"] = run_py_against_plain_loop(cfg, datamodule, overrides, args.out, steps=5 if args.dry_run else args.run_py_steps)
             text += ["", report["run_py"]["table"]]
     text = "\n".join(text)
     print(text)
