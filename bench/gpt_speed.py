@@ -246,7 +246,7 @@ def main() -> None:
     if not args.no_profile:
         from bench.gpt_speed_profile import profile_pieces, profile_table
 
-        report["profile"] = profile_pieces(cfg, repeats=2 if args.dry_run else 7)
+        report["profile"] = profile_pieces(cfg, repeats=1 if args.dry_run else 7)
         text += ["", profile_table(report["profile"])]
     if not args.profile_only:
         datamodule = load_data(cfg)

@@ -3,7 +3,9 @@ round of interleaved training, the table and results.json a user reads."""
 
 import json
 import math
+import shutil
 import sys
+from pathlib import Path
 
 import torch
 
@@ -11,8 +13,12 @@ from bench import gpt_speed
 
 
 def test_speed_bench_dry_run_prints_and_writes_both_nets(tmp_path, monkeypatch, capsys):
-    out = tmp_path / "out"
-    monkeypatch.setattr(sys, "argv", ["bench.gpt_speed", "--dry-run", "--out", str(out), f"paths.data_dir={tmp_path / 'data'}"])
+    out, corpus = tmp_path / "out", tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("decoder.py", "encoder.py"):  # a small corpus: reading the whole stdlib costs more than the bench
+        shutil.copy(Path(json.__file__).parent / name, corpus / name)
+    data = [f"paths.data_dir={tmp_path / 'data'}", "data.source=files", f"data.paths=[{corpus}]"]
+    monkeypatch.setattr(sys, "argv", ["bench.gpt_speed", "--dry-run", "--out", str(out), *data])
     threads = torch.get_num_threads()
     try:
         gpt_speed.main()  # sets one thread, as the bench measures
