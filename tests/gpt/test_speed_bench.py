@@ -7,11 +7,13 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from bench import gpt_speed
 
 
+@pytest.mark.slow
 def test_speed_bench_dry_run_prints_and_writes_both_nets(tmp_path, monkeypatch, capsys):
     out, corpus = tmp_path / "out", tmp_path / "corpus"
     corpus.mkdir()
