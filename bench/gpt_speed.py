@@ -4,6 +4,7 @@ byte reached in equal wall time, in alternating rounds in one process (paired ra
     OMP_NUM_THREADS=1 uv run python -m bench.gpt_speed                   # 3 rounds x 60 s per net
     OMP_NUM_THREADS=1 uv run python -m bench.gpt_speed --rounds 5 --seconds 120
     OMP_NUM_THREADS=1 uv run python -m bench.gpt_speed --profile-only    # per-piece ms of one step
+    OMP_NUM_THREADS=1 uv run python -m bench.gpt_speed --profile-only --compile   # + hylab under torch.compile
     OMP_NUM_THREADS=1 uv run python -m bench.gpt_speed --run-py          # + run.py against a plain loop
     uv run python -m bench.gpt_speed --dry-run paths.data_dir=/tmp/d     # seconds: a tiny shape, 1 round
 
@@ -226,6 +227,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile-only", action="store_true", help="only the per-piece profile of one training step")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="profile also hylab's whole step under torch.compile")
     parser.add_argument("--run-py", action="store_true", help="also time run.py against a plain loop over the same net")
     parser.add_argument("--run-py-steps", type=int, default=60, help="training steps of each run of the run.py comparison")
     parser.add_argument("--dry-run", action="store_true", help="a tiny shape, 1 round of 1 s: checks the bench end to end")
@@ -246,7 +248,7 @@ def main() -> None:
     if not args.no_profile:
         from bench.gpt_speed_profile import profile_pieces, profile_table
 
-        report["profile"] = profile_pieces(cfg, repeats=1 if args.dry_run else 7)
+        report["profile"] = profile_pieces(cfg, repeats=1 if args.dry_run else 7, compiled=args.compile)
         text += ["", profile_table(report["profile"])]
     if not args.profile_only:
         datamodule = load_data(cfg)

@@ -81,13 +81,24 @@ def baseline_pieces(c, B: int, T: int) -> list[tuple]:
     ]
 
 
-def whole_steps(cfg, B: int, T: int) -> dict:
+def compiled_contestant(cfg):
+    """hylab with model.compile=true: the net compiled (nn.Module.compile), the loss on its logits."""
+    from bench.gpt_speed import Contestant, hylab_contestant
+    from lightning_modules.gpt.losses import next_token_loss
+
+    eager = hylab_contestant(cfg, 0)
+    eager.net.compile()
+    return Contestant("hylab compiled", eager.net, eager.optimizer, eager.lr_factor, lambda x, y: next_token_loss(eager.net(x), y))
+
+
+def whole_steps(cfg, B: int, T: int, compiled: bool = False) -> dict:
     """Forward + backward + optimizer step of each whole net (what the pieces add up to)."""
     from bench.gpt_speed import baseline_contestant, hylab_contestant
 
     idx, targets = torch.randint(0, cfg.model.net.config.vocab_size, (B, T)), torch.randint(0, cfg.model.net.config.vocab_size, (B, T))
     steps = {}
-    for contestant in (hylab_contestant(cfg, 0), baseline_contestant(cfg, 0)):
+    contestants = [hylab_contestant(cfg, 0), baseline_contestant(cfg, 0), *([compiled_contestant(cfg)] if compiled else [])]
+    for contestant in contestants:
         def step(c=contestant):
             c.loss(idx, targets).backward()
             c.optimizer.step()
@@ -102,18 +113,23 @@ def whole_steps(cfg, B: int, T: int) -> dict:
     return steps
 
 
-def profile_pieces(cfg, repeats: int = 7) -> dict:
-    """Median ms per step of every piece, measured in alternation across both nets."""
+def profile_pieces(cfg, repeats: int = 7, compiled: bool = False) -> dict:
+    """Median ms per step of every piece, measured in alternation across both nets (and, with
+    `compiled`, the whole step of hylab's net under torch.compile, compiled before timing)."""
     c, B, T = cfg.model.net.config, cfg.data.batch_size, cfg.data.sequence_len
     tables = {"hylab": hylab_pieces(c, B, T), "nanoGPT": baseline_pieces(c, B, T)}
-    steps = whole_steps(cfg, B, T)
+    steps = whole_steps(cfg, B, T, compiled)
     calls = [(net, name, count, kind, fn) for net, pieces in tables.items() for name, count, fused, plain in pieces
              for kind, fn in (("now", fused), ("plain", plain)) if fn is not None]
     calls += [(net, f"whole step ({what})", 1, "now", fn) for net, parts in steps.items() for what, fn in
               (("forward + backward + optimizer", parts["step"]), ("optimizer alone", parts["optimizer"]))]
     samples = {(net, name, kind): [] for net, name, _, kind, _ in calls}
-    for fn in {id(call[4]): call[4] for call in calls}.values():
-        fn()  # warm-up
+    warm_up_ms = {}
+    for net, _, _, _, fn in {id(call[4]): call for call in calls}.values():
+        started = time.perf_counter()
+        fn()  # warm-up (and, for a compiled net, the compilation)
+        if "compiled" in net:
+            warm_up_ms[f"{net} (compile)"] = (time.perf_counter() - started) * 1000
     for _ in range(repeats):
         for net, name, count, kind, fn in calls:
             started = time.perf_counter()
@@ -122,6 +138,7 @@ def profile_pieces(cfg, repeats: int = 7) -> dict:
     rows = {}
     for net, name, count, kind, _ in calls:
         rows.setdefault(net, {}).setdefault(name, {"per_step": count})[kind] = statistics.median(samples[(net, name, kind)])
+    rows.update({net: {"compile (first step)": {"per_step": 1, "now": compile_ms}} for net, compile_ms in warm_up_ms.items()})
     return rows
 
 
@@ -132,6 +149,7 @@ def profile_table(rows: dict) -> str:
         for name, r in pieces.items():
             plain = f"{r['plain']:>9.1f}" if "plain" in r else f"{'':>9}"
             lines.append(f"  {name + ' (x' + str(r['per_step']) + ')':<50}{r['now']:>9.1f}{plain}")
-        summed = sum(r["now"] for name, r in pieces.items() if not name.startswith(("whole", "  ")))
-        lines.append(f"  {'sum of the pieces (forward + backward)':<50}{summed:>9.1f}")
+        summed = sum(r["now"] for name, r in pieces.items() if not name.startswith(("whole", "  ", "compile")))
+        if summed:
+            lines.append(f"  {'sum of the pieces (forward + backward)':<50}{summed:>9.1f}")
     return "\n".join(lines)
