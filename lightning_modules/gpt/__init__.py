@@ -2,7 +2,8 @@
 
     module.py      GPTLanguageModel, the LightningModule (loss, bits per byte, optimizers)
     nets.py        GPT, the plain nn.Module (rotary, QK-norm, ReLU², GQA, KV-cache decoding)
-    losses.py      next-token cross-entropy with the chat loss mask
+    losses.py      next-token cross-entropy with the chat loss mask; the head + soft-cap + loss fused
+    fused.py       ReLU² and rotary with hand-written backward passes (CPU speed, same values)
     metrics.py     BitsPerByte
     optim.py       Muon + AdamW stepped as one optimizer, the warm-up / warm-down schedule
     engine.py      KV cache, sampling, streaming decode

@@ -97,7 +97,8 @@ class GPTLanguageModel(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
         self.batch_tokens = inputs.numel()
-        loss = next_token_loss(self(inputs), targets)
+        # A compiled net compiles `forward` only: it takes the logits path (and fuses it itself).
+        loss = next_token_loss(self(inputs), targets) if self.hparams.compile else self.net.loss(inputs, targets)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 

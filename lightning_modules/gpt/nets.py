@@ -9,7 +9,7 @@
 - output projections of attention and MLP start at zero, so each block starts as the identity
 
 `forward` returns the logits and takes an optional KV cache (engine.py) for incremental decoding;
-the loss is in losses.py. The config dataclass `GPTConfig` is in settings.py (torch-free).
+`loss` is the training loss (losses.py), with the head fused into it. The config dataclass `GPTConfig` is in settings.py (torch-free).
 """
 
 import math
@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modules.gpt.fused import relu_squared, rotate_half_pairs
+from lightning_modules.gpt.losses import next_token_loss, softcapped_head_loss
 from lightning_modules.gpt.settings import GPTConfig
 
 
@@ -34,11 +36,9 @@ def rotary_tables(head_dim: int, length: int, base: float) -> tuple[torch.Tensor
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each pair (x1_i, x2_i) of the two halves of the head by its position's angle."""
-    half = x.size(-1) // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
+    """Rotate each pair (x1_i, x2_i) of the two halves of the head by its position's angle:
+    (x1 cos + x2 sin, x2 cos - x1 sin), with its backward written out (fused.py)."""
+    return rotate_half_pairs(x, cos.to(x.dtype), sin.to(x.dtype))
 
 
 def causal_mask_with_cache(queries: int, keys: int, device: torch.device) -> torch.Tensor:
@@ -82,7 +82,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(config.mlp_ratio * config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.relu(self.c_fc(x)).square())
+        return self.c_proj(relu_squared(self.c_fc(x)))  # relu(x)^2 (fused.py)
 
 
 class Block(nn.Module):
@@ -131,8 +131,8 @@ class GPT(nn.Module):
             nn.init.zeros_(block.attn.c_proj.weight)
             nn.init.zeros_(block.mlp.c_proj.weight)
 
-    def forward(self, idx: torch.Tensor, kv_cache=None) -> torch.Tensor:
-        """Logits (B, T, V) in float32."""
+    def features(self, idx: torch.Tensor, kv_cache=None) -> torch.Tensor:
+        """The normed last hidden state (B, T, C) that the head reads."""
         T = idx.size(1)
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.max_positions:
@@ -143,11 +143,24 @@ class GPT(nn.Module):
             x = block(x, cos, sin, kv_cache)
         if kv_cache is not None:
             kv_cache.advance(T)
-        logits = self.lm_head(norm(x)).float()
+        return norm(x)
+
+    def forward(self, idx: torch.Tensor, kv_cache=None) -> torch.Tensor:
+        """Logits (B, T, V) in float32."""
+        logits = self.lm_head(self.features(idx, kv_cache)).float()
         cap = self.config.logit_softcap
         if cap:
             logits = cap * torch.tanh(logits / cap)
         return logits
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy, equal to `next_token_loss(self(idx), targets)`: in fp32
+        the head, soft-cap and loss run fused (losses.softcapped_head_loss, the largest cost of a
+        CPU step); under autocast through the logits, where the precision plugin expects them."""
+        if torch.is_autocast_enabled(idx.device.type):
+            return next_token_loss(self(idx), targets)
+        hidden = self.features(idx)
+        return softcapped_head_loss(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten(), self.config.logit_softcap)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
