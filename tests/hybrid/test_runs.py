@@ -58,16 +58,16 @@ def test_encoder_comes_from_the_store_and_is_reused(experiment, tmp_path):
         if not DEBIAN_FASHION_MNIST.is_dir():
             pytest.skip("Fashion-MNIST not installed")
         store = [f"callbacks.encoder_from_store.overrides={as_list(['data=fashion_mnist', '+data.train_subset=256', *QUICK])}", store[1]]
-    _, first = run_in_process([*overrides_for(experiment), *store], tmp_path / "first")
+    # a few real steps rather than fast_dev_run, so the probe writes the checkpoint compared below
+    quick = [f"experiment={experiment}", "callbacks.progress_bar=null", *QUICK]
+    _, first = run_in_process([*quick, *store], tmp_path / "first")
     assert first["status"] == "completed"
     entries = list((tmp_path / "store").glob("*/entry.json"))
     assert len(entries) == 1
     if experiment == "hybrid_supcon_probe":
         assert_probe_reads_the_stored_encoder(entries[0].parent / "model.ckpt", first["checkpoints"]["best"])
-    _, second = run_in_process([*overrides_for(experiment), *store], tmp_path / "second")
+    _, second = run_in_process([*quick, *store], tmp_path / "second")
     assert second["status"] == "completed" and list((tmp_path / "store").glob("*/entry.json")) == entries
-
-
 
 
 def assert_probe_reads_the_stored_encoder(stored: str, probe: str) -> None:
