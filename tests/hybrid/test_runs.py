@@ -59,7 +59,8 @@ def test_encoder_comes_from_the_store_and_is_reused(experiment, tmp_path):
             pytest.skip("Fashion-MNIST not installed")
         store = [f"callbacks.encoder_from_store.overrides={as_list(['data=fashion_mnist', '+data.train_subset=256', *QUICK])}", store[1]]
     # a few real steps rather than fast_dev_run, so the probe writes the checkpoint compared below
-    quick = [f"experiment={experiment}", "callbacks.progress_bar=null", *QUICK]
+    # (and is itself kept out of the store, which then holds the encoder only)
+    quick = [f"experiment={experiment}", "callbacks.progress_bar=null", "store.register_runs=false", *QUICK]
     _, first = run_in_process([*quick, *store], tmp_path / "first")
     assert first["status"] == "completed"
     entries = list((tmp_path / "store").glob("*/entry.json"))
