@@ -58,11 +58,27 @@ def test_encoder_comes_from_the_store_and_is_reused(experiment, tmp_path):
         if not DEBIAN_FASHION_MNIST.is_dir():
             pytest.skip("Fashion-MNIST not installed")
         store = [f"callbacks.encoder_from_store.overrides={as_list(['data=fashion_mnist', '+data.train_subset=256', *QUICK])}", store[1]]
-    _, first = run_in_process([*overrides_for(experiment), *store], tmp_path / "first")
+    # a few real steps rather than fast_dev_run, so the probe writes the checkpoint compared below
+    # (and is itself kept out of the store, which then holds the encoder only)
+    quick = [f"experiment={experiment}", "callbacks.progress_bar=null", "store.register_runs=false", *QUICK]
+    _, first = run_in_process([*quick, *store], tmp_path / "first")
     assert first["status"] == "completed"
     entries = list((tmp_path / "store").glob("*/entry.json"))
     assert len(entries) == 1
-    _, second = run_in_process([*overrides_for(experiment), *store], tmp_path / "second")
+    if experiment == "hybrid_supcon_probe":
+        assert_probe_reads_the_stored_encoder(entries[0].parent / "model.ckpt", first["checkpoints"]["best"])
+    _, second = run_in_process([*quick, *store], tmp_path / "second")
     assert second["status"] == "completed" and list((tmp_path / "store").glob("*/entry.json")) == entries
 
 
+def assert_probe_reads_the_stored_encoder(stored: str, probe: str) -> None:
+    """The probe's backbone is the stored SupCon encoder, bit for bit (loaded, and frozen through
+    training), and its head reads the backbone's output (fusion_dim wide), not the projection."""
+    import torch
+
+    encoder = torch.load(stored, weights_only=True)["state_dict"]
+    trained = torch.load(probe, weights_only=True)["state_dict"]
+    backbone = [k for k in encoder if k.startswith("net.backbone.")]
+    assert backbone and all(torch.equal(encoder[k], trained[k]) for k in backbone)
+    assert any(k.startswith("net.projection.") for k in encoder)
+    assert trained["net.head.weight"].shape[1] == encoder["net.backbone.norm.weight"].shape[0]
