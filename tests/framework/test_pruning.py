@@ -8,9 +8,27 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hylab.pruning import check_pruning, make_pruner
 from tests.helpers import ROOT, run_in_process, timeout_for
 
 STUDY = "debug_search"
+
+
+def test_pruners_are_optunas_own_and_bad_settings_stop_in_one_line():
+    assert type(make_pruner("hyperband")) is optuna.pruners.HyperbandPruner
+    assert type(make_pruner("successive_halving")) is optuna.pruners.SuccessiveHalvingPruner
+    assert type(make_pruner("median", {"n_startup_trials": 1})) is optuna.pruners.MedianPruner
+    refusals = [
+        (("medain", {}, "sqlite:///s.db", 1), "hydra.sweeper.pruner=medain: not a pruner; choose one of: none, median"),
+        (("median", {"n_startup": 1}, "sqlite:///s.db", 1), "hydra.sweeper.pruner_settings={'n_startup': 1} does not suit pruner=median"),
+        (("hyperband", {}, "sqlite:///s.db", 2), "optuna prunes single-objective studies only"),
+        (("hyperband", {}, None, 1), "the trials report to the study through its storage; set hydra.sweeper.storage"),
+    ]
+    for arguments, message in refusals:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("{", r"\{")) as error:
+            check_pruning(*arguments)
+        assert "\n" not in str(error.value)
+    check_pruning("none", {}, None, 2)  # no pruner: nothing is needed
 
 
 @pytest.mark.slow
