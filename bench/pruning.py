@@ -9,7 +9,8 @@ search here: lr, weight decay and label smoothing, TPE, `--max-epochs` per trial
 `hydra.sweeper.pruner=none` and once with `--pruner`, for each sampler seed. The searches of a
 seed alternate, so a bench cut short still has its pairs. Re-running resumes: a finished search
 is read back, not trained again. Best value: the study's best `val/acc_best` (validation split);
-epochs: the sum over trials of the epochs each trained (metrics.json `progress`). Trials run
+epochs: the sum over trials of the epochs each trained (metrics.json `progress`); trials' wall s:
+the sum of their runs' wall times (a resumed search's command is short, its trials' sum is not). Trials run
 with `--threads` torch threads (default 1: the machine is shared).
 
 The sweeper reseeds a stored study's sampler in every process (workers share it), so a seed names
@@ -62,18 +63,18 @@ def run_search(args, pruner: str, seed: int) -> dict:
     folder = sweep_dir(args, pruner, seed)
     study = optuna.load_study(study_name=f"bench_{pruner}_{seed}", storage=f"sqlite:///{folder}/study.db")
     trials = study.get_trials(deepcopy=False)
-    epochs = 0
-    for path in folder.glob("trial_*/metrics.json"):
-        epochs += int((json.loads(path.read_text()).get("progress") or {}).get("epochs_completed") or 0)
+    records = [json.loads(path.read_text()) for path in folder.glob("trial_*/metrics.json")]
+    epochs = sum(int((r.get("progress") or {}).get("epochs_completed") or 0) for r in records)
     return {
         "pruner": pruner, "seed": seed, "complete": sum(t.state == TrialState.COMPLETE for t in trials),
         "pruned": sum(t.state == TrialState.PRUNED for t in trials), "best": study.best_value, "epochs": epochs, "wall_s": wall,
+        "trial_s": sum(float(r.get("wall_time_s") or 0) for r in records),
     }
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| pruner | seed | complete | pruned | best val/acc | epochs trained | wall s |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['pruner']} | {r['seed']} | {r['complete']} | {r['pruned']} | {r['best']:.4f} | {r['epochs']} | {r['wall_s']:.0f} |" for r in rows]
+    lines = ["| pruner | seed | complete | pruned | best val/acc | epochs trained | trials' wall s | this command's wall s |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['pruner']} | {r['seed']} | {r['complete']} | {r['pruned']} | {r['best']:.4f} | {r['epochs']} | {r['trial_s']:.0f} | {r['wall_s']:.0f} |" for r in rows]
     return "\n".join(lines)
 
 
