@@ -67,12 +67,16 @@ def default_metrics(jobs: list[Job]) -> list[str]:
 
 
 def summarize(jobs: list[Job], by: list[str], metrics: list[str]) -> list[dict]:
+    """One row per group; a `stopped` column when any job stopped early (pruned, time budget)."""
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         groups.setdefault(tuple(setting(job, key) for key in by), []).append(job)
+    any_stopped = any(job.record.get("stopped") for job in jobs)
     rows = []
     for values, members in sorted(groups.items()):
         row = dict(zip(by, values)) | {"n": len(members)}
+        if any_stopped:
+            row["stopped"] = ", ".join(sorted({str(job.record["stopped"]) for job in members if job.record.get("stopped")})) or "-"
         for name in metrics:
             numbers = [float(job.record["metrics"][name]) for job in members if name in (job.record.get("metrics") or {})]
             row[f"{name} mean"] = statistics.fmean(numbers) if numbers else float("nan")
@@ -82,10 +86,11 @@ def summarize(jobs: list[Job], by: list[str], metrics: list[str]) -> list[dict]:
 
 
 def markdown(rows: list[dict], by: list[str], metrics: list[str]) -> str:
-    header = [*by, "n", *metrics]
+    stopped = ["stopped"] if rows and "stopped" in rows[0] else []
+    header = [*by, "n", *stopped, *metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [str(row[key]) for key in by] + [str(row["n"])]
+        cells = [str(row[key]) for key in by] + [str(row["n"])] + [row[key] for key in stopped]
         cells += [f"{row[f'{name} mean']:.4f} ± {row[f'{name} std']:.4f}" for name in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -116,7 +121,8 @@ def write_summary(sweep_dir: Path, jobs: list[Job], unfinished: list[Path], by: 
     metrics = metrics or default_metrics(jobs)
     rows = summarize(jobs, by, metrics)
     reused = sum(1 for job in jobs if job.record.get("reused_from"))
-    summary = f"{len(jobs)} completed jobs ({reused} reused from the run store), {len(unfinished)} unfinished"
+    pruned = sum(1 for job in jobs if str(job.record.get("stopped", "")).startswith("pruned"))
+    summary = f"{len(jobs)} completed jobs ({reused} reused from the run store{f', {pruned} pruned' if pruned else ''}), {len(unfinished)} unfinished"
     summary += (f"; {notes(jobs)}" if notes else "") + "\n"
     table = markdown(rows, by, metrics)
     out = out or sweep_dir

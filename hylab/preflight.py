@@ -33,6 +33,7 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
         return
     overrides = [arg for arg in args if not arg.startswith("-") and not arg.lstrip("+~").startswith("hydra")]
     try:
+        check_pruner_overrides(args)
         for combination in _combinations(overrides, multirun=bool(flags)):
             check_command(combination, conf_dir)
     except UserError as err:
@@ -40,6 +41,16 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
         raise SystemExit(2) from None
     except Exception:  # anything else is the run's (or Hydra's) to report, as without this check
         return
+
+
+def check_pruner_overrides(args: list[str]) -> None:
+    """`hydra.sweeper.pruner=<name>` names one of optuna's pruners (Hydra's own keys are not composed here)."""
+    from hylab.pruning import PRUNERS
+
+    for arg in args:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "hydra.sweeper.pruner" and value not in PRUNERS:
+            raise UserError(f"hydra.sweeper.pruner={value} is not a pruner; choose one of: {', '.join(PRUNERS)}")
 
 
 def _combinations(overrides: list[str], multirun: bool) -> list[list[str]]:

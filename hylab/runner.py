@@ -120,6 +120,8 @@ def register_in_store(cfg: DictConfig, record: dict) -> None:
     checkpoint = (record.get("checkpoints") or {}).get("best") or (record.get("checkpoints") or {}).get("last")
     if not store_cfg or not store_cfg.get("register_runs") or not checkpoint or cfg.trainer.get("fast_dev_run"):
         return
+    if str(record.get("stopped", "")).startswith("pruned"):
+        return  # cut short by a search: not what this config trains to
     metric = record.get("optimized_metric") or {}
     if metric.get("name") and metric.get("value") is None:
         log.warning(f"not registered in the run store: optimized_metric={metric['name']!r} has no value in this run")

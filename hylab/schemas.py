@@ -41,6 +41,8 @@ class TrainerSettings:
     min_epochs: int | None = field(default=None, metadata=non_negative())
     max_steps: int = field(default=-1, metadata=between(-1))
     min_steps: int | None = field(default=None, metadata=non_negative())
+    # A time budget for fit, Lightning's: "DD:HH:MM:SS" or {days:, hours:, minutes:, seconds:}.
+    max_time: str | dict[str, float] | None = None
     accelerator: str = "auto"
     devices: int | str | list[int] = 1
     num_nodes: int = field(default=1, metadata=positive())
@@ -141,6 +143,32 @@ def _check_batches(settings: TrainerSettings) -> None:
             raise UserError(f"trainer.{name}={value!r} is out of range; a count is an integer >= 0")
 
 
+TIME_UNITS = ("weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds")
+MAX_TIME_FIX = "give DD:HH:MM:SS (e.g. 00:01:30:00) or {hours: 1, minutes: 30}"
+
+
+def _check_max_time(value) -> None:
+    """trainer.max_time in a form Lightning's Timer reads, and more than zero."""
+    from datetime import timedelta
+
+    from hylab.errors import UserError
+
+    if value is None:
+        return
+    if isinstance(value, str):
+        parts = value.strip().split(":")
+        if len(parts) != 4 or not all(part.isdigit() for part in parts):
+            raise UserError(f"trainer.max_time={value!r} is not a duration; {MAX_TIME_FIX}")
+        budget = timedelta(days=int(parts[0]), hours=int(parts[1]), minutes=int(parts[2]), seconds=int(parts[3]))
+    else:
+        unknown = sorted(set(value) - set(TIME_UNITS))
+        if unknown or any(amount < 0 for amount in value.values()):
+            raise UserError(f"trainer.max_time={value!r} is not a duration (units: {', '.join(TIME_UNITS)}, none negative); {MAX_TIME_FIX}")
+        budget = timedelta(**value)
+    if budget.total_seconds() <= 0:
+        raise UserError(f"trainer.max_time={value!r} leaves no time to train; {MAX_TIME_FIX}")
+
+
 def check_values(cfg: DictConfig) -> None:
     """Every typed setting of the run: top-level keys, the Trainer, each object node of the
     model, data, callbacks and loggers against its family's schema, and the top-level blocks its
@@ -150,6 +178,7 @@ def check_values(cfg: DictConfig) -> None:
         trainer = parse_settings(TrainerSettings, cfg.trainer, "trainer", allow_extra=True)
         _check_precision(trainer.precision)
         _check_batches(trainer)
+        _check_max_time(trainer.max_time)
     for group in ("data", "model"):  # data first: the model interpolates some of its keys
         if cfg.get(group):
             check_node(cfg[group], group)

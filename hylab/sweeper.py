@@ -23,6 +23,9 @@ Built on Hydra's sweeper plugin API and optuna's ask/tell API:
   sharing a study never write into one folder.
 - A trial that raises or returns NaN is recorded as failed and the sweep goes on
   (`max_failure_rate` decides when too many failures stop it).
+- `pruner` (median, successive_halving, hyperband or none: optuna's pruners, see hylab/pruning.py)
+  stops unpromising trials from inside their runs; a stopped trial is recorded PRUNED and counts
+  toward `n_trials`, so a resumed search does not train it again.
 - After every batch the best trial's parameters are written to `<sweep dir>/best_overrides.yaml`;
   `python run.py ... overrides_file=<that file>` trains with them.
 """
@@ -42,6 +45,7 @@ import optuna
 
 from hylab.distributed_checks import check_storage_driver
 from hylab.trial_heartbeat import WAIT_POLL_S, Heartbeat, fail_stale, quiet_heartbeat_warnings, rdb_storage, replaced_trials, seconds
+from hylab.pruning import check_pruning, make_pruner, pruned_epoch
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Transformer
@@ -244,6 +248,10 @@ def tell_result(study: optuna.Study, trial: optuna.Trial, job_return, n_objectiv
     """Record a job's result; an exception, a missing value or NaN makes the trial FAIL."""
     try:
         raw = job_return.return_value  # re-raises the job's exception
+        if (epoch := stored_pruned_epoch(study, trial.number)) is not None:
+            _tell_own(study, trial, state=TrialState.PRUNED)  # optuna keeps its last reported value
+            log.info(f"trial {trial.number} pruned at epoch {epoch}")
+            return None
         values = [float(v) for v in (raw if n_objectives > 1 else [raw])]
         if len(values) != n_objectives or not all(math.isfinite(v) for v in values):
             raise ValueError(f"the run returned {raw!r}, not {n_objectives} finite value(s)")
@@ -264,6 +272,12 @@ def _tell_own(study: optuna.Study, trial: optuna.Trial, **result) -> None:
         if "Cannot tell a" not in str(err):
             raise
         log.warning(f"trial {trial.number} was declared dead by another worker and queued again: {err}")
+
+
+def stored_pruned_epoch(study: optuna.Study, number: int) -> int | None:
+    """The epoch at which the job of trial `number` was pruned (it marks the stored trial)."""
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    return pruned_epoch(trial) if trial is not None else None
 
 
 def consecutive_runs(numbers: Sequence[int]) -> list[tuple[int, int]]:
@@ -303,10 +317,11 @@ class ResumableOptunaSweep(Sweeper):
 
     def __init__(
         self, sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, params=None,
-        heartbeat_interval=None, grace_period=None,
+        heartbeat_interval=None, grace_period=None, pruner="none", pruner_settings=None,
     ) -> None:
         if not 0.0 <= max_failure_rate <= 1.0:
             raise ValueError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: must be between 0 and 1")
+        self.pruner, self.pruner_settings = str(pruner), dict(pruner_settings or {})
         self.sampler = sampler
         self.directions = [str(direction)] if isinstance(direction, str) else [str(d) for d in direction]
         self.storage_url = str(storage) if storage else None
@@ -314,6 +329,7 @@ class ResumableOptunaSweep(Sweeper):
         self.n_trials, self.n_jobs, self.max_failure_rate = int(n_trials), int(n_jobs), float(max_failure_rate)
         self.params = dict(params or {})
         self.heartbeat_interval, self.grace_period = seconds("heartbeat_interval", heartbeat_interval), seconds("grace_period", grace_period)
+        check_pruning(self.pruner, self.pruner_settings, self.storage_url, len(self.directions))
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config = config
@@ -329,6 +345,7 @@ class ResumableOptunaSweep(Sweeper):
         storage = make_storage(self.storage_url, self.heartbeat_interval, self.grace_period)
         study = optuna.create_study(
             study_name=self.study_name, storage=storage, sampler=sampler, directions=self.directions, load_if_exists=True,
+            pruner=make_pruner(self.pruner, self.pruner_settings),
         )
         beats = Heartbeat(study, storage, self.heartbeat_interval) if isinstance(storage, optuna.storages.RDBStorage) and self.heartbeat_interval else None
         try:

@@ -30,6 +30,8 @@ from callbacks.run_config import EmbedRunConfig
 from hylab.checkpoint_io import AtomicCheckpointIO
 from hylab.ddp import leaves_process_as_found
 from hylab.errors import UserError
+from hylab.pruning import pruning_callbacks
+from hylab.stopping import stopped
 from hylab.redact import redact
 from hylab.instantiate import build, instantiate_group
 from hylab.logged_steps import continue_logged_run
@@ -84,7 +86,7 @@ def framework_callbacks(cfg: DictConfig, resolved: dict) -> list[L.Callback]:
     from hylab.provenance import provenance
 
     output_dir = Path(cfg.paths.output_dir)
-    added = [EmbedRunConfig(resolved, str(output_dir), provenance()), CarryOver(), MonitorIsLogged()]
+    added = [EmbedRunConfig(resolved, str(output_dir), provenance()), CarryOver(), MonitorIsLogged()] + pruning_callbacks(cfg)
     if cfg.get("seed") is not None:
         added.append(StepSeed(cfg.seed))
     if cfg.trainer.get("enable_model_summary", True) is not False:
@@ -125,7 +127,7 @@ def fit(cfg: DictConfig) -> TaskResult:
                 tested = None
             run.trainer.test(run.model, datamodule=run.datamodule, ckpt_path=tested)
             metrics |= run.trainer.callback_metrics
-        return TaskResult(metrics=metrics, checkpoints=checkpoints, extra={"progress": progress})
+        return TaskResult(metrics=metrics, checkpoints=checkpoints, extra={"progress": progress, **stopped(run.trainer)})
 
 
 def checkpoint_provenance(path: str) -> dict:

@@ -63,6 +63,8 @@ ROWS = [
     ("serve-value", ["experiment=gpt_tiny", "task=serve", "serve.port=abc"], "serve.port='abc' is not allowed; expected an integer"),
     ("sweep-bad-value", ["-m", "model.optimizer.lr=1e-3,abc"], "model.optimizer.lr='abc' is not allowed; expected a number"),
     ("sweep-misspelled-key", ["-m", "seed=1,2", "trainer.max_epoch=3"], "trainer.max_epoch is not a setting; did you mean trainer.max_epochs?"),
+    ("max-time-not-a-duration", ["trainer.max_time=90min"], "trainer.max_time='90min' is not a duration; give DD:HH:MM:SS"),
+    ("no-such-pruner", ["-m", "hparams_search=seresnet_optuna", "hydra.sweeper.pruner=medain"], "hydra.sweeper.pruner=medain is not a pruner; choose one of: none, median,"),
     ("sweep-over-nothing", ["-m", "seed=range(0,0)"], "seed=range(0,0) sweeps over no values, so there is nothing to run"),
 ]
 
