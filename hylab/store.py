@@ -62,6 +62,19 @@ def _drop_names(tree, names: set[str]):
     return tree
 
 
+# Trainer settings added after runs were stored: left at null they train exactly as before they
+# existed, so they stay out of the hash and stored runs remain reusable.
+ABSENT_WHEN_NULL = ("trainer.max_time",)
+
+
+def _drop_null(tree: dict, dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    if isinstance(tree, dict) and leaf in tree and tree[leaf] is None:
+        del tree[leaf]
+
+
 def training_config(cfg: DictConfig) -> dict:
     """The resolved config with everything that does not change the trained weights left out."""
     store = cfg.get("store") or {}
@@ -69,6 +82,8 @@ def training_config(cfg: DictConfig) -> dict:
     container.pop("hydra", None)
     for dotted in store.get("ignore_keys", []):
         _drop_path(container, dotted)
+    for dotted in ABSENT_WHEN_NULL:
+        _drop_null(container, dotted)
     for group in ("callbacks", "logger"):
         nodes = container.get(group)
         if isinstance(nodes, dict):

@@ -34,6 +34,18 @@ def test_training_hash_ignores_what_does_not_change_the_weights(tmp_path):
         assert training_hash(compose_run(overrides, tmp_path / "c")) != base, overrides
 
 
+def test_a_time_budget_left_at_null_keeps_the_hash_of_runs_stored_before_it_existed(tmp_path):
+    from omegaconf import OmegaConf
+
+    cfg = compose_run(BASE, tmp_path / "a")
+    assert cfg.trainer.max_time is None
+    without = OmegaConf.to_container(cfg)
+    del without["trainer"]["max_time"]  # a config from before the setting existed
+    assert training_hash(cfg) == training_hash(OmegaConf.create(without))
+    budget = compose_run([*BASE, "trainer.max_time=00:00:01:00"], tmp_path / "b")
+    assert training_hash(budget) != training_hash(cfg)
+
+
 def test_compose_for_gives_the_runs_hash(tmp_path):
     cfg = compose_for("seresnet_digits", BASE, tmp_path / "logs")
     assert training_hash(cfg) == training_hash(compose_run(BASE, tmp_path / "run"))
