@@ -72,15 +72,28 @@ def accuracy_at(net, x, y, r: int) -> float:
     return (logits.argmax(-1) == y).float().mean().item()
 
 
+def speed_curves(args) -> dict:
+    """{(patch, width): speed rows}, measured, or read back from --speed-json when that file exists
+    (so the accuracy half can be redone without re-timing)."""
+    import json
+    from pathlib import Path
+
+    saved = Path(args.speed_json) if args.speed_json else None
+    if saved and saved.is_file():
+        return {tuple(int(v) for v in key.split("x")): rows for key, rows in json.loads(saved.read_text()).items()}
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, 1, 28, 28)
+    curves = {(patch, width): speed_curve(vit_net(patch, width), x, args.merge, args.rounds, args.repeats)
+              for patch in args.patches for width in args.widths}
+    if saved:
+        saved.write_text(json.dumps({f"{p}x{w}": rows for (p, w), rows in curves.items()}, indent=1))
+    return curves
+
+
 def tome_report(args, ckpts: list[tuple[int, str]]) -> None:
     from hylab.checkpoints import load_net_and_config
 
-    torch.manual_seed(0)
-    x = torch.randn(args.batch, 1, 28, 28)
-    curves = {}
-    for patch in args.patches:
-        for width in args.widths:
-            curves[patch, width] = speed_curve(vit_net(patch, width), x, args.merge, args.rounds, args.repeats)
+    curves = speed_curves(args)
     print("| patch | tokens | width | merge share | r | tokens after last block | images/s (wall) | speed-up (wall) | speed-up (CPU) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (patch, width), rows in curves.items():
