@@ -4,7 +4,7 @@
     python -m bench.hybrid_levers train --lever tome [--seeds 1 2 3] --log-dir DIR   # runs the rows (one at a time), then `table`
     python -m bench.hybrid_levers table --lever tome --log-dir DIR   # test accuracy per row: seeds, mean ± sd
     python -m bench.hybrid_levers tome-curve --log-dir DIR [--png docs/hybrid_tome.png] [--speed-json F]   # speed-up and accuracy across merge ratios
-    python -m bench.hybrid_levers gate --log-dir DIR [--ckpt C]      # gate statistics with one stream's input corrupted
+    python -m bench.hybrid_levers gate --log-dir DIR [--ckpt [row=]C] # gate statistics with one stream's input corrupted
 
 Every row names all the settings it depends on (net shape, optimizer, schedule, budget, data),
 so a later change of an experiment's defaults does not move these numbers. Runs land under
@@ -132,6 +132,15 @@ def checkpoints(log_dir: str, lever: str, row: str) -> list[tuple[int, str]]:
             for seed in sorted(runs)]
 
 
+def given_checkpoints(values: list[str]) -> dict[str, list[tuple[int, str]]]:
+    """`--ckpt [row=]path` values (row defaults to gated) as {row: [(0, path)]}."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for value in values:
+        row, _, path = value.rpartition("=") if "=" in value else ("gated", "", value)
+        found.setdefault(row, []).append((0, path))
+    return found
+
+
 def main() -> None:
     from bench import hybrid_levers_eval as ev
 
@@ -143,7 +152,7 @@ def main() -> None:
     parser.add_argument("--log-dir", default=str(ROOT / "logs"))
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--png")
-    parser.add_argument("--ckpt", help="gate: a gated checkpoint to read instead of the completed rows")
+    parser.add_argument("--ckpt", action="append", help="gate: [row=]checkpoint (row: gated or concat) instead of the completed rows")
     parser.add_argument("--speed-json", help="tome-curve: where the timings are kept; read back when it exists")
     parser.add_argument("--merge", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.6, 0.8],
                         help="share of the patch tokens merged away by the last block (r = share * N / depth)")
@@ -156,7 +165,7 @@ def main() -> None:
     args = parser.parse_args()
     {"rows": rows, "train": train, "table": table,
      "tome-curve": lambda a: ev.tome_report(a, checkpoints(a.log_dir, "tome", "vit_p2")),
-     "gate": lambda a: ev.gate_report(a, {"gated": [(0, a.ckpt)]} if a.ckpt else
+     "gate": lambda a: ev.gate_report(a, given_checkpoints(a.ckpt) if a.ckpt else
                                       {row: checkpoints(a.log_dir, "gate", row) for row in ROWS["gate"]})}[args.what](args)
 
 
