@@ -136,7 +136,7 @@ def given_checkpoints(values: list[str]) -> dict[str, list[tuple[int, str]]]:
     """`--ckpt [row=]path` values (row defaults to gated) as {row: [(0, path)]}."""
     found: dict[str, list[tuple[int, str]]] = {}
     for value in values:
-        row, _, path = value.rpartition("=") if "=" in value else ("gated", "", value)
+        row, _, path = value.partition("=") if "=" in value else ("gated", "", value)
         found.setdefault(row, []).append((0, path))
     return found
 
