@@ -24,15 +24,12 @@ from hylab.sweeper import (
     ResumableOptunaSweep,
     consecutive_runs,
     counted_trials,
-    distribution,
-    grid_values,
     make_storage,
     recover_interrupted_trials,
-    search_space,
     tell_result,
-    trial_overrides,
     worker_is_dead,
 )
+from hylab.search_space import distribution, grid_values, search_space, trial_overrides
 from tests.helpers import ROOT, timeout_for
 
 SEARCH = ["hparams_search=seresnet_optuna", "debug=limit", "callbacks.progress_bar=null"]
